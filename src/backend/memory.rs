@@ -1,0 +1,469 @@
+//! The embedded backend: a directory held in process, seeded from a JSON file. Passwords are kept
+//! only as argon2 hashes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Backend, BackendError, BackendResult, Capabilities, ProbeReport};
+use crate::model::{Group, GroupChanges, NewGroup, NewUser, User, UserChanges};
+
+/// The seed file (spec §3).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    #[serde(default)]
+    pub users: Vec<SeedUser>,
+    #[serde(default)]
+    pub groups: Vec<SeedGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedUser {
+    pub login: String,
+    #[serde(default)]
+    pub firstname: String,
+    #[serde(default)]
+    pub lastname: String,
+    #[serde(default)]
+    pub email: String,
+    /// Plain text, hashed at load.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// An argon2 PHC string, used as is.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub mobile: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub employee_number: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedGroup {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Member logins.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Default)]
+struct State {
+    users: BTreeMap<u64, User>,
+    hashes: BTreeMap<u64, String>,
+    groups: BTreeMap<u64, Group>,
+    next_user: u64,
+    next_group: u64,
+}
+
+pub struct MemoryBackend {
+    state: RwLock<State>,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn hash_password(pw: &str) -> BackendResult<String> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| BackendError::Protocol(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(pw.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| BackendError::Invalid(format!("cannot hash password: {e}")))
+}
+
+fn parse_id(id: &str) -> Option<u64> {
+    id.parse().ok()
+}
+
+impl MemoryBackend {
+    pub fn empty() -> MemoryBackend {
+        MemoryBackend { state: RwLock::new(State { next_user: 1, next_group: 1, ..Default::default() }) }
+    }
+
+    pub fn from_file(path: &Path) -> Result<MemoryBackend, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read seed {}: {e}", path.display()))?;
+        let seed: Seed = serde_json::from_str(&text).map_err(|e| format!("seed {}: {e}", path.display()))?;
+        MemoryBackend::from_seed(seed).map_err(|e| format!("seed {}: {e}", path.display()))
+    }
+
+    pub fn from_seed(seed: Seed) -> Result<MemoryBackend, String> {
+        let b = MemoryBackend::empty();
+        let ts = now();
+        {
+            let mut st = b.state.write().map_err(|_| "lock poisoned")?;
+            for su in seed.users {
+                if st.users.values().any(|u| u.login.eq_ignore_ascii_case(&su.login)) {
+                    return Err(format!("duplicate login {:?}", su.login));
+                }
+                let id = st.next_user;
+                st.next_user += 1;
+                let hash = match (su.password_hash, su.password) {
+                    (Some(h), _) => {
+                        PasswordHash::new(&h).map_err(|e| format!("user {}: bad password_hash: {e}", su.login))?;
+                        Some(h)
+                    }
+                    (None, Some(p)) => Some(hash_password(&p).map_err(|e| e.to_string())?),
+                    (None, None) => None,
+                };
+                if let Some(h) = hash {
+                    st.hashes.insert(id, h);
+                }
+                st.users.insert(
+                    id,
+                    User {
+                        id: id.to_string(),
+                        login: su.login,
+                        first_name: su.firstname,
+                        last_name: su.lastname,
+                        email: su.email,
+                        phone: su.phone,
+                        mobile: su.mobile,
+                        title: su.title,
+                        employee_number: su.employee_number,
+                        locale: su.locale,
+                        active: su.active,
+                        admin: su.admin,
+                        created: Some(ts),
+                        modified: Some(ts),
+                    },
+                );
+            }
+            for sg in seed.groups {
+                if st.groups.values().any(|g| g.name.eq_ignore_ascii_case(&sg.name)) {
+                    return Err(format!("duplicate group {:?}", sg.name));
+                }
+                let mut members = Vec::new();
+                for login in &sg.members {
+                    let u = st
+                        .users
+                        .values()
+                        .find(|u| u.login.eq_ignore_ascii_case(login))
+                        .ok_or_else(|| format!("group {}: unknown member {login:?}", sg.name))?;
+                    members.push(u.id.clone());
+                }
+                let id = st.next_group;
+                st.next_group += 1;
+                st.groups.insert(
+                    id,
+                    Group {
+                        id: id.to_string(),
+                        name: sg.name,
+                        description: sg.description,
+                        members,
+                        created: Some(ts),
+                        modified: Some(ts),
+                    },
+                );
+            }
+        }
+        Ok(b)
+    }
+
+    fn read(&self) -> BackendResult<std::sync::RwLockReadGuard<'_, State>> {
+        self.state.read().map_err(|_| BackendError::Unavailable("memory backend lock poisoned".into()))
+    }
+    fn write(&self) -> BackendResult<std::sync::RwLockWriteGuard<'_, State>> {
+        self.state.write().map_err(|_| BackendError::Unavailable("memory backend lock poisoned".into()))
+    }
+}
+
+fn login_taken(st: &State, login: &str, except: Option<u64>) -> bool {
+    st.users.iter().any(|(id, u)| Some(*id) != except && u.login.eq_ignore_ascii_case(login))
+}
+
+fn group_taken(st: &State, name: &str, except: Option<u64>) -> bool {
+    st.groups.iter().any(|(id, g)| Some(*id) != except && g.name.eq_ignore_ascii_case(name))
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn instance(&self) -> String {
+        "memory".into()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn probe(&self) -> BackendResult<ProbeReport> {
+        let st = self.read()?;
+        Ok(ProbeReport {
+            backend: "memory",
+            version: None,
+            notes: vec![format!("{} users, {} groups in memory", st.users.len(), st.groups.len())],
+            capabilities: Capabilities::ALL,
+        })
+    }
+
+    async fn list_users(&self) -> BackendResult<Vec<User>> {
+        Ok(self.read()?.users.values().cloned().collect())
+    }
+
+    async fn list_users_changed_since(&self, since: i64) -> BackendResult<Vec<User>> {
+        Ok(self.read()?.users.values().filter(|u| u.modified.unwrap_or(0) >= since).cloned().collect())
+    }
+
+    async fn get_user(&self, id: &str) -> BackendResult<Option<User>> {
+        Ok(parse_id(id).and_then(|id| self.read().ok()?.users.get(&id).cloned()))
+    }
+
+    async fn find_user_by_login(&self, login: &str) -> BackendResult<Option<User>> {
+        Ok(self.read()?.users.values().find(|u| u.login.eq_ignore_ascii_case(login)).cloned())
+    }
+
+    async fn list_groups(&self) -> BackendResult<Vec<Group>> {
+        Ok(self.read()?.groups.values().cloned().collect())
+    }
+
+    async fn get_group(&self, id: &str) -> BackendResult<Option<Group>> {
+        Ok(parse_id(id).and_then(|id| self.read().ok()?.groups.get(&id).cloned()))
+    }
+
+    async fn create_user(&self, nu: &NewUser) -> BackendResult<User> {
+        if nu.login.trim().is_empty() {
+            return Err(BackendError::Invalid("login is required".into()));
+        }
+        let hash = match &nu.password {
+            Some(p) => Some(hash_password(p)?),
+            None => None,
+        };
+        let mut st = self.write()?;
+        if login_taken(&st, &nu.login, None) {
+            return Err(BackendError::Conflict(format!("login {} already exists", nu.login)));
+        }
+        let id = st.next_user;
+        st.next_user += 1;
+        let ts = now();
+        let user = User {
+            id: id.to_string(),
+            login: nu.login.clone(),
+            first_name: nu.first_name.clone(),
+            last_name: nu.last_name.clone(),
+            email: nu.email.clone(),
+            phone: nu.phone.clone(),
+            mobile: nu.mobile.clone(),
+            title: nu.title.clone(),
+            employee_number: nu.employee_number.clone(),
+            locale: nu.locale.clone(),
+            active: nu.active,
+            admin: nu.admin,
+            created: Some(ts),
+            modified: Some(ts),
+        };
+        if let Some(h) = hash {
+            st.hashes.insert(id, h);
+        }
+        st.users.insert(id, user.clone());
+        Ok(user)
+    }
+
+    async fn update_user(&self, id: &str, changes: &UserChanges) -> BackendResult<User> {
+        let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        let mut st = self.write()?;
+        if let Some(login) = &changes.login
+            && login_taken(&st, login, Some(nid))
+        {
+            return Err(BackendError::Conflict(format!("login {login} already exists")));
+        }
+        let u = st.users.get_mut(&nid).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        *u = changes.apply_to(u);
+        u.modified = Some(now());
+        Ok(u.clone())
+    }
+
+    async fn delete_user(&self, id: &str) -> BackendResult<()> {
+        let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        let mut st = self.write()?;
+        st.users.remove(&nid).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        st.hashes.remove(&nid);
+        for g in st.groups.values_mut() {
+            g.members.retain(|m| m != id);
+        }
+        Ok(())
+    }
+
+    async fn set_password(&self, id: &str, password: &str) -> BackendResult<()> {
+        let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        let hash = hash_password(password)?;
+        let mut st = self.write()?;
+        let u = st.users.get_mut(&nid).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        u.modified = Some(now());
+        st.hashes.insert(nid, hash);
+        Ok(())
+    }
+
+    async fn check_password(&self, user: &User, password: &str) -> BackendResult<bool> {
+        let Some(nid) = parse_id(&user.id) else { return Ok(false) };
+        let (hash, active) = {
+            let st = self.read()?;
+            match (st.hashes.get(&nid), st.users.get(&nid)) {
+                (Some(h), Some(u)) => (h.clone(), u.active),
+                _ => return Ok(false),
+            }
+        };
+        if !active {
+            return Ok(false);
+        }
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("password check task failed: {e}")))
+    }
+
+    async fn create_group(&self, ng: &NewGroup) -> BackendResult<Group> {
+        if ng.name.trim().is_empty() {
+            return Err(BackendError::Invalid("group name is required".into()));
+        }
+        let mut st = self.write()?;
+        if group_taken(&st, &ng.name, None) {
+            return Err(BackendError::Conflict(format!("group {} already exists", ng.name)));
+        }
+        for m in &ng.members {
+            if parse_id(m).is_none_or(|id| !st.users.contains_key(&id)) {
+                return Err(BackendError::NotFound(format!("user {m}")));
+            }
+        }
+        let id = st.next_group;
+        st.next_group += 1;
+        let ts = now();
+        let g = Group {
+            id: id.to_string(),
+            name: ng.name.clone(),
+            description: ng.description.clone(),
+            members: ng.members.clone(),
+            created: Some(ts),
+            modified: Some(ts),
+        };
+        st.groups.insert(id, g.clone());
+        Ok(g)
+    }
+
+    async fn update_group(&self, id: &str, changes: &GroupChanges) -> BackendResult<Group> {
+        let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("group {id}")))?;
+        let mut st = self.write()?;
+        if let Some(name) = &changes.name
+            && group_taken(&st, name, Some(nid))
+        {
+            return Err(BackendError::Conflict(format!("group {name} already exists")));
+        }
+        let g = st.groups.get_mut(&nid).ok_or_else(|| BackendError::NotFound(format!("group {id}")))?;
+        if let Some(n) = &changes.name {
+            g.name = n.clone();
+        }
+        if let Some(d) = &changes.description {
+            g.description = d.clone();
+        }
+        g.modified = Some(now());
+        Ok(g.clone())
+    }
+
+    async fn delete_group(&self, id: &str) -> BackendResult<()> {
+        let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("group {id}")))?;
+        self.write()?.groups.remove(&nid).map(|_| ()).ok_or_else(|| BackendError::NotFound(format!("group {id}")))
+    }
+
+    async fn add_member(&self, group_id: &str, user_id: &str) -> BackendResult<()> {
+        let gid = parse_id(group_id).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        let mut st = self.write()?;
+        if parse_id(user_id).is_none_or(|id| !st.users.contains_key(&id)) {
+            return Err(BackendError::NotFound(format!("user {user_id}")));
+        }
+        let g = st.groups.get_mut(&gid).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        if !g.members.iter().any(|m| m == user_id) {
+            g.members.push(user_id.to_string());
+            g.modified = Some(now());
+        }
+        Ok(())
+    }
+
+    async fn remove_member(&self, group_id: &str, user_id: &str) -> BackendResult<()> {
+        let gid = parse_id(group_id).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        let mut st = self.write()?;
+        let g = st.groups.get_mut(&gid).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        let before = g.members.len();
+        g.members.retain(|m| m != user_id);
+        if g.members.len() != before {
+            g.modified = Some(now());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> Seed {
+        serde_json::from_str(
+            r#"{"users":[{"login":"alice","firstname":"Alice","password":"pw-alice"},
+                         {"login":"bob","active":false,"password":"pw-bob"}],
+                "groups":[{"name":"devs","members":["alice","bob"]}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn seed_loads_and_passwords_check() {
+        let b = MemoryBackend::from_seed(seed()).unwrap();
+        let alice = b.find_user_by_login("ALICE").await.unwrap().unwrap();
+        assert!(b.check_password(&alice, "pw-alice").await.unwrap());
+        assert!(!b.check_password(&alice, "nope").await.unwrap());
+        let bob = b.find_user_by_login("bob").await.unwrap().unwrap();
+        assert!(!b.check_password(&bob, "pw-bob").await.unwrap(), "disabled users cannot log in");
+        let groups = b.list_groups().await.unwrap();
+        assert_eq!(groups[0].members, vec![alice.id.clone(), bob.id.clone()]);
+    }
+
+    #[tokio::test]
+    async fn seed_errors_are_named() {
+        let bad: Seed = serde_json::from_str(r#"{"groups":[{"name":"g","members":["ghost"]}]}"#).unwrap();
+        let e = MemoryBackend::from_seed(bad).err().unwrap();
+        assert!(e.contains("ghost"), "{e}");
+        assert!(serde_json::from_str::<Seed>(r#"{"users":[{"login":"a","pasword":"x"}]}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn uniqueness_and_membership() {
+        let b = MemoryBackend::from_seed(seed()).unwrap();
+        let e = b.create_user(&NewUser { login: "Alice".into(), ..Default::default() }).await.unwrap_err();
+        assert!(matches!(e, BackendError::Conflict(_)));
+        let c = b.create_user(&NewUser { login: "carol".into(), active: true, ..Default::default() }).await.unwrap();
+        b.add_member("1", &c.id).await.unwrap();
+        b.add_member("1", &c.id).await.unwrap();
+        assert_eq!(b.get_group("1").await.unwrap().unwrap().members.len(), 3);
+        b.delete_user(&c.id).await.unwrap();
+        assert_eq!(b.get_group("1").await.unwrap().unwrap().members.len(), 2);
+        assert!(matches!(b.add_member("1", "999").await, Err(BackendError::NotFound(_))));
+    }
+}

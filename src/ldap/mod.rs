@@ -1,0 +1,3 @@
+//! The LDAP v3 front end.
+
+pub mod dn;

@@ -1,0 +1,6 @@
+//! idgate: an identity gateway that serves ERP accounts over LDAP v3 and SCIM 2.0.
+
+pub mod backend;
+pub mod config;
+pub mod ldap;
+pub mod model;
