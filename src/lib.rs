@@ -2,5 +2,6 @@
 
 pub mod backend;
 pub mod config;
+pub mod directory;
 pub mod ldap;
 pub mod model;

@@ -1,3 +1,7 @@
 //! The LDAP v3 front end.
 
+pub mod dit;
 pub mod dn;
+pub mod filter;
+pub mod matching;
+pub mod schema;
