@@ -138,3 +138,15 @@ pub trait Backend: Send + Sync + 'static {
     async fn add_member(&self, group_id: &str, user_id: &str) -> BackendResult<()>;
     async fn remove_member(&self, group_id: &str, user_id: &str) -> BackendResult<()>;
 }
+
+/// Builds the configured backend.
+pub fn build(cfg: &crate::config::BackendConfig) -> Result<std::sync::Arc<dyn Backend>, String> {
+    use crate::config::BackendConfig;
+    Ok(match cfg {
+        BackendConfig::Memory(m) => std::sync::Arc::new(match &m.seed {
+            Some(path) => memory::MemoryBackend::from_file(path)?,
+            None => memory::MemoryBackend::empty(),
+        }),
+        BackendConfig::Dolibarr(_) => return Err("the dolibarr backend is not built into this version".into()),
+    })
+}

@@ -2,6 +2,9 @@
 
 pub mod dit;
 pub mod dn;
+pub mod error;
 pub mod filter;
 pub mod matching;
 pub mod schema;
+pub mod server;
+pub mod session;

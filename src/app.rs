@@ -1,0 +1,107 @@
+//! Assembles a running gateway from a config: backend, directory, listeners. Used by the binary
+//! and by the integration tests, which start the real server on ephemeral ports.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::backend::{self, Backend};
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::ldap::session::LdapContext;
+
+/// A started gateway. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub ldap_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub directory: Arc<Directory>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
+    }
+
+    /// Resolves when a shutdown was requested by someone else holding a sender clone.
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|_| handle)
+        })
+        .clone()
+}
+
+/// Starts the gateway with the given backend (tests pass their own).
+pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyhow::Result<Running> {
+    let metrics = metrics_handle();
+    match backend.probe().await {
+        Ok(report) => {
+            tracing::info!(backend = report.backend, version = ?report.version, notes = ?report.notes, "backend probed")
+        }
+        Err(e) => tracing::warn!(error = %e, "backend probe failed; starting anyway and retrying in the background"),
+    }
+    let directory = Directory::new(&cfg, backend);
+    if let Err(e) = directory.refresh_full().await {
+        tracing::warn!(error = %e, "initial directory load failed; will retry");
+    }
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = vec![directory.spawn_refresher(rx.clone())];
+
+    let ldap_listener = TcpListener::bind(cfg.ldap.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for LDAP on {}: {e}", cfg.ldap.listen))?;
+    let ldap_addr = ldap_listener.local_addr()?;
+    let ctx = Arc::new(LdapContext::new(cfg.ldap.clone(), directory.clone()).map_err(anyhow::Error::msg)?);
+    tasks.push(tokio::spawn(crate::ldap::server::serve(ldap_listener, ctx, rx.clone())));
+
+    let http_listener = TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {}: {e}", cfg.http.listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let router = crate::ops::router(crate::ops::OpsState { dir: directory.clone(), metrics: metrics.clone() });
+    let mut http_shutdown = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {
+            let _ = http_shutdown.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+    if let Some(m) = metrics {
+        let mut stop = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => m.run_upkeep(),
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    tracing::info!(%ldap_addr, %http_addr, "idgate listening");
+    Ok(Running { ldap_addr, http_addr, directory, shutdown: tx, tasks })
+}
+
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    let backend = backend::build(&cfg.backend).map_err(anyhow::Error::msg)?;
+    start_with_backend(cfg, backend).await
+}

@@ -1,0 +1,119 @@
+//! Command line: `serve`, `check-config`, `version`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "idgate", version, about = "LDAP and SCIM gateway in front of ERP user APIs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short, env = "IDGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file and probe its backend.
+    CheckConfig { config: PathBuf },
+    /// Print the version.
+    Version,
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // ldap3_proto logs whole offending messages at ERROR; our own log says what matters.
+    let directive = format!("{},ldap3_proto=off", cfg.log.level);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directive));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => {
+            println!("idgate {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::CheckConfig { config } => check_config(&config).await,
+        Command::Serve { config } => {
+            let cfg = Config::load(&config)?;
+            init_logging(&cfg);
+            let running = crate::app::start(cfg).await?;
+            let stop = running.shutdown_sender();
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+            running.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("config: INVALID\n  {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("config: ok ({})", path.display());
+    println!("  ldap: {} base {}", cfg.ldap.listen, cfg.ldap.base_dn);
+    println!("  http: {}", cfg.http.listen);
+    println!("  service accounts: {}", cfg.ldap.service_accounts.iter().map(|s| format!("{} ({:?})", s.name, s.access)).collect::<Vec<_>>().join(", "));
+    let backend = match crate::backend::build(&cfg.backend) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("backend: INVALID\n  {e}");
+            std::process::exit(1);
+        }
+    };
+    match backend.probe().await {
+        Ok(r) => {
+            println!("backend: {} reachable{}", r.backend, r.version.map(|v| format!(", version {v}")).unwrap_or_default());
+            for n in &r.notes {
+                println!("  {n}");
+            }
+            let c = serde_json::to_value(r.capabilities).unwrap_or_default();
+            if let Some(map) = c.as_object() {
+                let yes: Vec<_> = map.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.as_str()).collect();
+                let no: Vec<_> = map.iter().filter(|(_, v)| v.as_bool() == Some(false)).map(|(k, _)| k.as_str()).collect();
+                println!("  supports: {}", yes.join(", "));
+                if !no.is_empty() {
+                    println!("  not supported: {}", no.join(", "));
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            println!("backend: FAILED\n  {e}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The LDAP listener: accepts connections up to a cap, frames messages with a size limit, applies
+//! the idle timeout, and answers undecodable input with a Notice of Disconnection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use ldap3_proto::LdapCodec;
+use ldap3_proto::proto::LdapResultCode as Code;
+use ldap3_proto::simple::DisconnectionNotice;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::codec::Framed;
+
+use super::session::{LdapContext, Session};
+
+/// BER nesting allowed by the decoder; deeper filters are cut off before they cost anything.
+const MAX_BER_DEPTH: usize = 160;
+
+pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(ctx.cfg.max_connections.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LDAP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let ctx = ctx.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    metrics::gauge!("idgate_ldap_connections").increment(1.0);
+                    connection(stream, peer, ctx, shutdown).await;
+                    metrics::gauge!("idgate_ldap_connections").decrement(1.0);
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "LDAP connection refused: ldap.max_connections reached");
+                tasks.spawn(async move {
+                    let mut framed = Framed::new(stream, LdapCodec::default());
+                    let _ = framed.send(DisconnectionNotice::gen_response(Code::Busy, "too many connections")).await;
+                });
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    // Let open connections finish the request they are on; they see the shutdown flag too.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
+    let idle = ctx.cfg.idle_timeout;
+    let codec = LdapCodec::new(Some(ctx.cfg.max_message_bytes), Some(MAX_BER_DEPTH));
+    let mut framed = Framed::new(stream, codec);
+    let mut session = Session::new(ctx, peer);
+    tracing::debug!(%peer, "LDAP connection opened");
+    loop {
+        let next = tokio::select! {
+            r = tokio::time::timeout(idle, framed.next()) => r,
+            _ = shutdown.changed() => {
+                let _ = framed.send(DisconnectionNotice::gen_response(Code::Unavailable, "server shutting down")).await;
+                break;
+            }
+        };
+        let msg = match next {
+            Err(_) => {
+                tracing::debug!(%peer, "LDAP connection idle; closing");
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    framed.send(DisconnectionNotice::gen_response(Code::Unavailable, "idle timeout")),
+                )
+                .await;
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let why = if e.kind() == std::io::ErrorKind::OutOfMemory {
+                    "message larger than the server accepts (ldap.max_message_bytes)".to_string()
+                } else {
+                    "malformed LDAP message".to_string()
+                };
+                tracing::info!(%peer, error = %e, "closing LDAP connection: {why}");
+                metrics::counter!("idgate_ldap_protocol_errors_total").increment(1);
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    framed.send(DisconnectionNotice::gen_response(Code::ProtocolError, &why)),
+                )
+                .await;
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let reply = session.handle(msg).await;
+        let write = async {
+            for m in reply.msgs {
+                framed.feed(m).await?;
+            }
+            framed.flush().await
+        };
+        match tokio::time::timeout(idle, write).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+        if reply.close {
+            break;
+        }
+    }
+    tracing::debug!(%peer, "LDAP connection closed");
+}
