@@ -86,7 +86,10 @@ async fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     println!("config: ok ({})", path.display());
     println!("  ldap: {} base {}", cfg.ldap.listen, cfg.ldap.base_dn);
     println!("  http: {}", cfg.http.listen);
-    println!("  service accounts: {}", cfg.ldap.service_accounts.iter().map(|s| format!("{} ({:?})", s.name, s.access)).collect::<Vec<_>>().join(", "));
+    println!(
+        "  service accounts: {}",
+        cfg.ldap.service_accounts.iter().map(|s| format!("{} ({:?})", s.name, s.access)).collect::<Vec<_>>().join(", ")
+    );
     let backend = match crate::backend::build(&cfg.backend) {
         Ok(b) => b,
         Err(e) => {
@@ -96,14 +99,20 @@ async fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     };
     match backend.probe().await {
         Ok(r) => {
-            println!("backend: {} reachable{}", r.backend, r.version.map(|v| format!(", version {v}")).unwrap_or_default());
+            println!(
+                "backend: {} reachable{}",
+                r.backend,
+                r.version.map(|v| format!(", version {v}")).unwrap_or_default()
+            );
             for n in &r.notes {
                 println!("  {n}");
             }
             let c = serde_json::to_value(r.capabilities).unwrap_or_default();
             if let Some(map) = c.as_object() {
-                let yes: Vec<_> = map.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.as_str()).collect();
-                let no: Vec<_> = map.iter().filter(|(_, v)| v.as_bool() == Some(false)).map(|(k, _)| k.as_str()).collect();
+                let yes: Vec<_> =
+                    map.iter().filter(|(_, v)| v.as_bool() == Some(true)).map(|(k, _)| k.as_str()).collect();
+                let no: Vec<_> =
+                    map.iter().filter(|(_, v)| v.as_bool() == Some(false)).map(|(k, _)| k.as_str()).collect();
                 println!("  supports: {}", yes.join(", "));
                 if !no.is_empty() {
                     println!("  not supported: {}", no.join(", "));

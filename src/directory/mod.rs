@@ -36,7 +36,10 @@ pub enum DirectoryError {
 #[derive(Debug, Clone)]
 pub enum AuthOutcome {
     User(Arc<User>),
-    Service { name: String, access: Access },
+    Service {
+        name: String,
+        access: Access,
+    },
     /// Wrong name or password; deliberately says no more.
     Invalid,
     /// Too many failures for this name or address.
@@ -196,8 +199,7 @@ impl Directory {
         let started_unix = unix_now();
         let since = self.last_refresh_unix.load(Ordering::Relaxed).saturating_sub(INCREMENTAL_OVERLAP_SECS);
         self.begin_fetch();
-        let fetched =
-            tokio::try_join!(self.backend.list_users_changed_since(since as i64), self.backend.list_groups());
+        let fetched = tokio::try_join!(self.backend.list_users_changed_since(since as i64), self.backend.list_groups());
         let (changed, groups) = match fetched {
             Ok(v) => v,
             Err(BackendError::Unsupported { .. }) => {
@@ -250,7 +252,12 @@ impl Directory {
         } else {
             Snapshot::build(self.next_generation(), users, groups)
         };
-        tracing::debug!(generation = snap.generation, users = snap.users().len(), groups = snap.groups().len(), "snapshot installed");
+        tracing::debug!(
+            generation = snap.generation,
+            users = snap.users().len(),
+            groups = snap.groups().len(),
+            "snapshot installed"
+        );
         metrics::gauge!("idgate_cache_users").set(snap.users().len() as f64);
         metrics::gauge!("idgate_cache_groups").set(snap.groups().len() as f64);
         self.snapshot.store(Some(Arc::new(snap)));
@@ -366,7 +373,12 @@ impl Directory {
 
     /// Checks a user's password: bind cache first, then the backend. A backend failure is an
     /// `Err` (the caller answers "unavailable"), never `Invalid`.
-    pub async fn authenticate_user(&self, login: &str, password: &str, peer: IpAddr) -> Result<AuthOutcome, DirectoryError> {
+    pub async fn authenticate_user(
+        &self,
+        login: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<AuthOutcome, DirectoryError> {
         let key = format!("user:{}", login.to_lowercase());
         if let Err(b) = self.throttle.check(&key, peer) {
             metrics::counter!("idgate_binds_total", "kind" => "user", "result" => "throttled").increment(1);
@@ -532,7 +544,10 @@ mod tests {
     #[tokio::test]
     async fn service_accounts() {
         let (d, _) = dir(SEED, |_| {});
-        assert!(matches!(d.authenticate_service("Reader", "pw", IP), AuthOutcome::Service { access: Access::Read, .. }));
+        assert!(matches!(
+            d.authenticate_service("Reader", "pw", IP),
+            AuthOutcome::Service { access: Access::Read, .. }
+        ));
         assert!(matches!(d.authenticate_service("reader", "pw2", IP), AuthOutcome::Invalid));
         assert!(matches!(d.authenticate_service("nobody", "pw", IP), AuthOutcome::Invalid));
     }

@@ -319,7 +319,13 @@ impl Dit {
 }
 
 fn user_entry(s: &DitSettings, u: &User, dn: &str, ui: usize) -> Entry {
-    let mut e = Entry { dn: dn.to_string(), ndn: String::new(), parent: None, kind: EntryKind::User(ui), attrs: Vec::with_capacity(28) };
+    let mut e = Entry {
+        dn: dn.to_string(),
+        ndn: String::new(),
+        parent: None,
+        kind: EntryKind::User(ui),
+        attrs: Vec::with_capacity(28),
+    };
     e.ndn = Dn::parse(dn).map(|d| d.normalized()).unwrap_or_else(|_| dn.to_lowercase());
     let full = u.full_name();
     e.set(
@@ -358,7 +364,13 @@ fn user_entry(s: &DitSettings, u: &User, dn: &str, ui: usize) -> Entry {
 }
 
 fn group_entry(s: &DitSettings, g: &Group, dn: &str, gi: usize) -> Entry {
-    let mut e = Entry { dn: dn.to_string(), ndn: String::new(), parent: None, kind: EntryKind::Group(gi), attrs: Vec::with_capacity(16) };
+    let mut e = Entry {
+        dn: dn.to_string(),
+        ndn: String::new(),
+        parent: None,
+        kind: EntryKind::Group(gi),
+        attrs: Vec::with_capacity(16),
+    };
     e.ndn = Dn::parse(dn).map(|d| d.normalized()).unwrap_or_else(|_| dn.to_lowercase());
     e.set("objectClass", ["top", "groupOfNames", "groupOfUniqueNames", "posixGroup"].map(String::from).to_vec());
     e.set1("cn", g.name.clone());
@@ -430,7 +442,12 @@ mod tests {
             }),
             Arc::new(User { id: "2".into(), login: "bob".into(), active: false, ..Default::default() }),
         ];
-        let groups = vec![Arc::new(Group { id: "1".into(), name: "devs".into(), members: vec!["1".into()], ..Default::default() })];
+        let groups = vec![Arc::new(Group {
+            id: "1".into(),
+            name: "devs".into(),
+            members: vec!["1".into()],
+            ..Default::default()
+        })];
         (s, Arc::new(Snapshot::build(7, users, groups)))
     }
 
@@ -465,7 +482,10 @@ mod tests {
         let member = dit.lookup(schema::id("member"), "uid=alice,ou=people,dc=example,dc=com").unwrap();
         assert_eq!(member.len(), 1);
         assert!(dit.lookup(schema::id("givenName"), "alice").is_none(), "not indexed");
-        assert_eq!(dit.matched_dn(&Dn::parse("uid=x,ou=people,dc=example,dc=com").unwrap()), "ou=people,dc=example,dc=com");
+        assert_eq!(
+            dit.matched_dn(&Dn::parse("uid=x,ou=people,dc=example,dc=com").unwrap()),
+            "ou=people,dc=example,dc=com"
+        );
         assert_eq!(dit.user_entry(1), dit.find(&Dn::parse("uid=bob,ou=people,dc=example,dc=com").unwrap()));
     }
 

@@ -47,13 +47,25 @@ pub enum Filter {
     Or(Vec<Filter>),
     Not(Box<Filter>),
     /// The attribute is unknown to the schema: Undefined, or False for presence.
-    Unknown { present: bool },
+    Unknown {
+        present: bool,
+    },
     Equality(AttrId, String),
-    Substring { attr: AttrId, initial: Option<String>, any: Vec<String>, last: Option<String> },
+    Substring {
+        attr: AttrId,
+        initial: Option<String>,
+        any: Vec<String>,
+        last: Option<String>,
+    },
     Ge(AttrId, String),
     Le(AttrId, String),
     Present(AttrId),
-    Extensible { attr: Option<AttrId>, rule: Rule, value: String, dn_attributes: bool },
+    Extensible {
+        attr: Option<AttrId>,
+        rule: Rule,
+        value: String,
+        dn_attributes: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +104,9 @@ fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Res
     }
     let unknown = |present| Filter::Unknown { present };
     Ok(match f {
-        LdapFilter::And(v) => Filter::And(v.iter().map(|x| compile(x, depth + 1, terms, lim)).collect::<Result<_, _>>()?),
+        LdapFilter::And(v) => {
+            Filter::And(v.iter().map(|x| compile(x, depth + 1, terms, lim)).collect::<Result<_, _>>()?)
+        }
         LdapFilter::Or(v) => Filter::Or(v.iter().map(|x| compile(x, depth + 1, terms, lim)).collect::<Result<_, _>>()?),
         LdapFilter::Not(x) => Filter::Not(Box::new(compile(x, depth + 1, terms, lim)?)),
         LdapFilter::Equality(a, v) | LdapFilter::Approx(a, v) => match attr(a) {
@@ -100,7 +114,9 @@ fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Res
             None => unknown(false),
         },
         LdapFilter::Substring(a, LdapSubstringFilter { initial, any, final_ }) => match attr(a) {
-            Some(id) => Filter::Substring { attr: id, initial: initial.clone(), any: any.clone(), last: final_.clone() },
+            Some(id) => {
+                Filter::Substring { attr: id, initial: initial.clone(), any: any.clone(), last: final_.clone() }
+            }
             None => unknown(false),
         },
         LdapFilter::GreaterOrEqual(a, v) => attr(a).map_or(unknown(false), |id| Filter::Ge(id, v.clone())),
@@ -112,20 +128,38 @@ fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Res
                 Some("1.2.840.113556.1.4.1941") | Some("inchainmatch") => Rule::InChain,
                 Some("1.2.840.113556.1.4.803") | Some("integerbitandmatch") => Rule::BitAnd,
                 Some("1.2.840.113556.1.4.804") | Some("integerbitormatch") => Rule::BitOr,
-                Some("2.5.13.5") | Some("caseexactmatch") | Some("2.5.13.7") | Some("caseexactia5match") => Rule::CaseExact,
+                Some("2.5.13.5") | Some("caseexactmatch") | Some("2.5.13.7") | Some("caseexactia5match") => {
+                    Rule::CaseExact
+                }
                 Some(
-                    "2.5.13.2" | "caseignorematch" | "1.3.6.1.4.1.1466.109.114.2" | "caseignoreia5match" | "2.5.13.14"
-                    | "integermatch" | "2.5.13.1" | "distinguishednamematch" | "2.5.13.27" | "generalizedtimematch"
-                    | "2.5.13.0" | "objectidentifiermatch",
+                    "2.5.13.2"
+                    | "caseignorematch"
+                    | "1.3.6.1.4.1.1466.109.114.2"
+                    | "caseignoreia5match"
+                    | "2.5.13.14"
+                    | "integermatch"
+                    | "2.5.13.1"
+                    | "distinguishednamematch"
+                    | "2.5.13.27"
+                    | "generalizedtimematch"
+                    | "2.5.13.0"
+                    | "objectidentifiermatch",
                 ) => Rule::Default,
                 Some(other) => return Err(FilterError::UnknownRule(other.to_string())),
             };
             match type_ {
                 Some(a) => match attr(a) {
-                    Some(id) => Filter::Extensible { attr: Some(id), rule, value: match_value.clone(), dn_attributes: *dn_attributes },
+                    Some(id) => Filter::Extensible {
+                        attr: Some(id),
+                        rule,
+                        value: match_value.clone(),
+                        dn_attributes: *dn_attributes,
+                    },
                     None => unknown(false),
                 },
-                None => Filter::Extensible { attr: None, rule, value: match_value.clone(), dn_attributes: *dn_attributes },
+                None => {
+                    Filter::Extensible { attr: None, rule, value: match_value.clone(), dn_attributes: *dn_attributes }
+                }
             }
         }
     })
@@ -151,7 +185,9 @@ fn ordering(entry: &Entry, id: AttrId, value: &str, ge: bool) -> Tri {
     }
     let Some(bound) = normalize(m, value) else { return Tri::Undefined };
     match entry.get(id) {
-        Some(vals) => Tri::from(vals.iter().filter_map(|v| normalize(m, v)).any(|v| if ge { v >= bound } else { v <= bound })),
+        Some(vals) => {
+            Tri::from(vals.iter().filter_map(|v| normalize(m, v)).any(|v| if ge { v >= bound } else { v <= bound }))
+        }
         None => Tri::False,
     }
 }
@@ -202,10 +238,12 @@ fn extensible(entry: &Entry, attr: Option<AttrId>, rule: &Rule, value: &str, dn_
             Rule::BitAnd | Rule::BitOr => {
                 let Ok(mask) = value.trim().parse::<i64>() else { return Tri::Undefined };
                 match entry.get(id) {
-                    Some(vals) => Tri::from(vals.iter().filter_map(|v| v.trim().parse::<i64>().ok()).any(|v| match rule {
-                        Rule::BitAnd => v & mask == mask,
-                        _ => v & mask != 0,
-                    })),
+                    Some(vals) => {
+                        Tri::from(vals.iter().filter_map(|v| v.trim().parse::<i64>().ok()).any(|v| match rule {
+                            Rule::BitAnd => v & mask == mask,
+                            _ => v & mask != 0,
+                        }))
+                    }
                     None => Tri::False,
                 }
             }
@@ -281,7 +319,9 @@ impl Filter {
             Filter::Ge(id, v) => ordering(entry, *id, v, true),
             Filter::Le(id, v) => ordering(entry, *id, v, false),
             Filter::Present(id) => Tri::from(entry.get(*id).is_some() || *id == schema::id("objectClass")),
-            Filter::Extensible { attr, rule, value, dn_attributes } => extensible(entry, *attr, rule, value, *dn_attributes),
+            Filter::Extensible { attr, rule, value, dn_attributes } => {
+                extensible(entry, *attr, rule, value, *dn_attributes)
+            }
         }
     }
 
@@ -293,7 +333,13 @@ impl Filter {
     /// the filter gives the index nothing to work with and the scope must be scanned.
     pub fn candidates(&self, dit: &Dit) -> Option<Vec<usize>> {
         match self {
-            Filter::Equality(id, v) | Filter::Extensible { attr: Some(id), rule: Rule::Default | Rule::InChain, value: v, dn_attributes: false } => {
+            Filter::Equality(id, v)
+            | Filter::Extensible {
+                attr: Some(id),
+                rule: Rule::Default | Rule::InChain,
+                value: v,
+                dn_attributes: false,
+            } => {
                 let key = index_key(matching(*id), v);
                 match key {
                     Some(k) => dit.lookup(*id, &k).map(<[usize]>::to_vec),
@@ -342,8 +388,14 @@ mod tests {
                 ..Default::default()
             })
         };
-        let users = vec![mk("1", "alice", "alice@example.com", 1_000), mk("2", "bob", "bob@example.org", 2_000_000_000)];
-        let groups = vec![Arc::new(Group { id: "1".into(), name: "devs".into(), members: vec!["1".into()], ..Default::default() })];
+        let users =
+            vec![mk("1", "alice", "alice@example.com", 1_000), mk("2", "bob", "bob@example.org", 2_000_000_000)];
+        let groups = vec![Arc::new(Group {
+            id: "1".into(),
+            name: "devs".into(),
+            members: vec!["1".into()],
+            ..Default::default()
+        })];
         Dit::build(&s, Arc::new(Snapshot::build(1, users, groups)))
     }
 
@@ -382,14 +434,22 @@ mod tests {
         assert_eq!(run(&d, &sub(Some("a"), &["@"], Some(".com"))).len(), 1);
         assert_eq!(run(&d, &sub(Some("a"), &["@"], Some(".org"))).len(), 0);
         assert_eq!(run(&d, &sub(None, &["example"], None)).len(), 2);
-        assert_eq!(run(&d, &sub(Some("alice@"), &["example", "example"], None)).len(), 0, "any components must not overlap");
+        assert_eq!(
+            run(&d, &sub(Some("alice@"), &["example", "example"], None)).len(),
+            0,
+            "any components must not overlap"
+        );
     }
 
     #[test]
     fn ordering_on_times_and_integers() {
         let d = dit();
         assert_eq!(run(&d, &F::GreaterOrEqual("modifyTimestamp".into(), "20200101000000Z".into())).len(), 1);
-        assert_eq!(run(&d, &F::LessOrEqual("createTimestamp".into(), "19700101010000Z".into())).len(), 2, "alice and the undated group");
+        assert_eq!(
+            run(&d, &F::LessOrEqual("createTimestamp".into(), "19700101010000Z".into())).len(),
+            2,
+            "alice and the undated group"
+        );
         assert_eq!(run(&d, &F::GreaterOrEqual("uidNumber".into(), "10002".into())).len(), 1);
         assert_eq!(run(&d, &F::GreaterOrEqual("uidNumber".into(), "abc".into())).len(), 0);
     }
@@ -425,7 +485,14 @@ mod tests {
                 dn_attributes: dna,
             })
         };
-        assert_eq!(run(&d, &ext(Some("memberOf"), Some("1.2.840.113556.1.4.1941"), "cn=devs,ou=groups,dc=example,dc=com", false)).len(), 1);
+        assert_eq!(
+            run(
+                &d,
+                &ext(Some("memberOf"), Some("1.2.840.113556.1.4.1941"), "cn=devs,ou=groups,dc=example,dc=com", false)
+            )
+            .len(),
+            1
+        );
         assert_eq!(run(&d, &ext(Some("uid"), Some("caseExactMatch"), "alice", false)).len(), 1);
         assert_eq!(run(&d, &ext(Some("uid"), Some("caseExactMatch"), "Alice", false)).len(), 0);
         assert_eq!(run(&d, &ext(Some("uidNumber"), Some("1.2.840.113556.1.4.803"), "2", false)).len(), 1);

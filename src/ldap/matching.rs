@@ -21,7 +21,9 @@ pub fn normalize(m: Matching, v: &str) -> Option<Norm> {
     Some(match m {
         Matching::CaseIgnore | Matching::Oid => Norm::Str(fold_spaces(v)),
         Matching::Uuid => Norm::Str(v.trim().to_ascii_lowercase()),
-        Matching::Telephone => Norm::Str(v.chars().filter(|c| !c.is_whitespace() && *c != '-').collect::<String>().to_lowercase()),
+        Matching::Telephone => {
+            Norm::Str(v.chars().filter(|c| !c.is_whitespace() && *c != '-').collect::<String>().to_lowercase())
+        }
         Matching::Integer => Norm::Int(v.trim().parse().ok()?),
         Matching::GeneralizedTime => Norm::Time(parse_generalized_time(v)?),
         Matching::Dn => Norm::Str(Dn::parse(v).ok()?.normalized()),
@@ -98,15 +100,7 @@ pub fn parse_generalized_time(s: &str) -> Option<i64> {
 /// Unix seconds to `YYYYMMDDHHMMSSZ`.
 pub fn format_generalized_time(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format!("{:04}{:02}{:02}{:02}{:02}{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
 }
 
 #[cfg(test)]
@@ -131,10 +125,7 @@ mod tests {
         assert_eq!(normalize(Matching::Telephone, "+33 1-23"), Some(Norm::Str("+33123".into())));
         assert_eq!(normalize(Matching::Integer, "x"), None);
         assert_eq!(normalize(Matching::Integer, " 42"), Some(Norm::Int(42)));
-        assert_eq!(
-            normalize(Matching::Dn, "UID=A, OU=People,dc=X"),
-            Some(Norm::Str("uid=a,ou=people,dc=x".into()))
-        );
+        assert_eq!(normalize(Matching::Dn, "UID=A, OU=People,dc=X"), Some(Norm::Str("uid=a,ou=people,dc=x".into())));
         assert!(normalize(Matching::Integer, "3") < normalize(Matching::Integer, "20"));
     }
 }

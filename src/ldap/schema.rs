@@ -91,14 +91,8 @@ pub static ATTRS: &[AttrDef] = &[
     attr!("o", ["organizationName"], "2.5.4.10", DIRECTORY_STRING, CaseIgnore, false, false),
     attr!("dc", ["domainComponent"], "0.9.2342.19200300.100.1.25", IA5_STRING, CaseIgnore, true, false),
     attr!("userPassword", [], "2.5.4.35", "1.3.6.1.4.1.1466.115.121.1.40", CaseIgnore, false, false),
-    AttrDef {
-        in_user_set: true,
-        ..attr!("memberOf", [], "1.2.840.113556.1.2.102", DN, Dn, false, true)
-    },
-    AttrDef {
-        in_user_set: true,
-        ..attr!("entryUUID", [], "1.3.6.1.1.16.4", UUID, Uuid, true, true)
-    },
+    AttrDef { in_user_set: true, ..attr!("memberOf", [], "1.2.840.113556.1.2.102", DN, Dn, false, true) },
+    AttrDef { in_user_set: true, ..attr!("entryUUID", [], "1.3.6.1.1.16.4", UUID, Uuid, true, true) },
     attr!("entryDN", [], "1.3.6.1.1.20", DN, Dn, true, true),
     attr!("createTimestamp", [], "2.5.18.1", GENERALIZED_TIME, GeneralizedTime, true, true),
     attr!("modifyTimestamp", [], "2.5.18.2", GENERALIZED_TIME, GeneralizedTime, true, true),
@@ -158,11 +152,46 @@ struct ClassDef {
 
 static CLASSES: &[ClassDef] = &[
     ClassDef { name: "top", oid: "2.5.6.0", sup: "", kind: "ABSTRACT", must: &["objectClass"], may: &[] },
-    ClassDef { name: "domain", oid: "0.9.2342.19200300.100.4.13", sup: "top", kind: "STRUCTURAL", must: &["dc"], may: &["description", "o"] },
-    ClassDef { name: "organization", oid: "2.5.6.4", sup: "top", kind: "STRUCTURAL", must: &["o"], may: &["description"] },
-    ClassDef { name: "organizationalUnit", oid: "2.5.6.5", sup: "top", kind: "STRUCTURAL", must: &["ou"], may: &["description"] },
-    ClassDef { name: "person", oid: "2.5.6.6", sup: "top", kind: "STRUCTURAL", must: &["sn", "cn"], may: &["userPassword", "telephoneNumber", "description"] },
-    ClassDef { name: "organizationalPerson", oid: "2.5.6.7", sup: "person", kind: "STRUCTURAL", must: &[], may: &["title", "ou"] },
+    ClassDef {
+        name: "domain",
+        oid: "0.9.2342.19200300.100.4.13",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["dc"],
+        may: &["description", "o"],
+    },
+    ClassDef {
+        name: "organization",
+        oid: "2.5.6.4",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["o"],
+        may: &["description"],
+    },
+    ClassDef {
+        name: "organizationalUnit",
+        oid: "2.5.6.5",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["ou"],
+        may: &["description"],
+    },
+    ClassDef {
+        name: "person",
+        oid: "2.5.6.6",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["sn", "cn"],
+        may: &["userPassword", "telephoneNumber", "description"],
+    },
+    ClassDef {
+        name: "organizationalPerson",
+        oid: "2.5.6.7",
+        sup: "person",
+        kind: "STRUCTURAL",
+        must: &[],
+        may: &["title", "ou"],
+    },
     ClassDef {
         name: "inetOrgPerson",
         oid: "2.16.840.1.113730.3.2.2",
@@ -179,11 +208,46 @@ static CLASSES: &[ClassDef] = &[
         must: &["cn", "uid", "uidNumber", "gidNumber", "homeDirectory"],
         may: &["userPassword", "loginShell", "gecos", "description"],
     },
-    ClassDef { name: "groupOfNames", oid: "2.5.6.9", sup: "top", kind: "STRUCTURAL", must: &["cn"], may: &["member", "description", "o", "ou"] },
-    ClassDef { name: "groupOfUniqueNames", oid: "2.5.6.17", sup: "top", kind: "STRUCTURAL", must: &["cn"], may: &["uniqueMember", "description", "o", "ou"] },
-    ClassDef { name: "posixGroup", oid: "1.3.6.1.1.1.2.2", sup: "top", kind: "AUXILIARY", must: &["gidNumber"], may: &["memberUid", "description", "cn"] },
-    ClassDef { name: "applicationProcess", oid: "2.5.6.11", sup: "top", kind: "STRUCTURAL", must: &["cn"], may: &["description", "ou"] },
-    ClassDef { name: "subentry", oid: "2.5.17.0", sup: "top", kind: "STRUCTURAL", must: &["cn", "subtreeSpecification"], may: &[] },
+    ClassDef {
+        name: "groupOfNames",
+        oid: "2.5.6.9",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["cn"],
+        may: &["member", "description", "o", "ou"],
+    },
+    ClassDef {
+        name: "groupOfUniqueNames",
+        oid: "2.5.6.17",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["cn"],
+        may: &["uniqueMember", "description", "o", "ou"],
+    },
+    ClassDef {
+        name: "posixGroup",
+        oid: "1.3.6.1.1.1.2.2",
+        sup: "top",
+        kind: "AUXILIARY",
+        must: &["gidNumber"],
+        may: &["memberUid", "description", "cn"],
+    },
+    ClassDef {
+        name: "applicationProcess",
+        oid: "2.5.6.11",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["cn"],
+        may: &["description", "ou"],
+    },
+    ClassDef {
+        name: "subentry",
+        oid: "2.5.17.0",
+        sup: "top",
+        kind: "STRUCTURAL",
+        must: &["cn", "subtreeSpecification"],
+        may: &[],
+    },
     ClassDef {
         name: "subschema",
         oid: "2.5.20.1",
@@ -203,7 +267,9 @@ fn oids(names: &[&str]) -> String {
 
 fn matching_rules(m: Matching) -> &'static str {
     match m {
-        Matching::CaseIgnore => "EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch ORDERING caseIgnoreOrderingMatch",
+        Matching::CaseIgnore => {
+            "EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch ORDERING caseIgnoreOrderingMatch"
+        }
         Matching::Telephone => "EQUALITY telephoneNumberMatch SUBSTR telephoneNumberSubstringsMatch",
         Matching::Integer => "EQUALITY integerMatch ORDERING integerOrderingMatch",
         Matching::GeneralizedTime => "EQUALITY generalizedTimeMatch ORDERING generalizedTimeOrderingMatch",

@@ -150,7 +150,9 @@ fn response_for(op: &LdapOp, r: LdapResult) -> Option<LdapOp> {
         LdapOp::DelRequest(_) => LdapOp::DelResponse(r),
         LdapOp::ModifyDNRequest(_) => LdapOp::ModifyDNResponse(r),
         LdapOp::CompareRequest(_) => LdapOp::CompareResult(r),
-        LdapOp::ExtendedRequest(_) => LdapOp::ExtendedResponse(LdapExtendedResponse { res: r, name: None, value: None }),
+        LdapOp::ExtendedRequest(_) => {
+            LdapOp::ExtendedResponse(LdapExtendedResponse { res: r, name: None, value: None })
+        }
         _ => return None,
     })
 }
@@ -262,7 +264,8 @@ impl Session {
             op => {
                 let msgs = match unsupported_critical(&msg.ctrl) {
                     Some(oid) => {
-                        let r = res(Code::UnavailableCriticalExtension, format!("critical control {oid} is not supported"));
+                        let r =
+                            res(Code::UnavailableCriticalExtension, format!("critical control {oid} is not supported"));
                         vec![LdapMsg::new(msgid, response_for(op, r).unwrap_or(LdapOp::UnbindRequest))]
                     }
                     None => self.dispatch(msgid, &msg.op, &msg.ctrl).await,
@@ -333,7 +336,10 @@ impl Session {
         let password = match &b.cred {
             LdapBindCred::Simple(p) => p.as_str(),
             LdapBindCred::SASL(s) => {
-                return res(Code::AuthMethodNotSupported, format!("SASL mechanism {} is not supported; use a simple bind", s.mechanism));
+                return res(
+                    Code::AuthMethodNotSupported,
+                    format!("SASL mechanism {} is not supported; use a simple bind", s.mechanism),
+                );
             }
             LdapBindCred::Unsupported => return res(Code::AuthMethodNotSupported, "only simple binds are supported"),
         };
@@ -341,7 +347,10 @@ impl Session {
         match (name.is_empty(), password.is_empty()) {
             (true, true) => return res(Code::Success, ""),
             (false, true) => {
-                return res(Code::UnwillingToPerform, "unauthenticated bind (a name without a password) is not allowed");
+                return res(
+                    Code::UnwillingToPerform,
+                    "unauthenticated bind (a name without a password) is not allowed",
+                );
             }
             (true, false) => return res(Code::UnwillingToPerform, "a password needs a bind name"),
             _ => {}
@@ -427,7 +436,8 @@ impl Session {
     // ---- Search ---------------------------------------------------------------------------
 
     async fn search(&mut self, msgid: i32, req: &LdapSearchRequest, ctrls: &[LdapControl]) -> Vec<LdapMsg> {
-        let done = |r: LdapResult, ctrl: Vec<LdapControl>| LdapMsg::new_with_ctrls(msgid, LdapOp::SearchResultDone(r), ctrl);
+        let done =
+            |r: LdapResult, ctrl: Vec<LdapControl>| LdapMsg::new_with_ctrls(msgid, LdapOp::SearchResultDone(r), ctrl);
         let paging = ctrls.iter().find_map(|c| match c {
             LdapControl::SimplePagedResults { size, cookie } => Some((*size, cookie.clone())),
             _ => None,
@@ -440,7 +450,9 @@ impl Session {
         let limits = Limits { max_depth: self.ctx.cfg.max_filter_depth, max_terms: self.ctx.cfg.max_filter_terms };
         let filter = match Filter::compile(&req.filter, &limits) {
             Ok(f) => f,
-            Err(e @ FilterError::UnknownRule(_)) => return vec![done(res(Code::InappropriateMatching, e.to_string()), vec![])],
+            Err(e @ FilterError::UnknownRule(_)) => {
+                return vec![done(res(Code::InappropriateMatching, e.to_string()), vec![])];
+            }
             Err(e) => {
                 let msg = format!("{e} (limits: ldap.max_filter_depth, ldap.max_filter_terms)");
                 return vec![done(res(Code::UnwillingToPerform, msg), vec![])];
@@ -458,20 +470,36 @@ impl Session {
         if let Some((entry, everything)) = special {
             let mut out = Vec::new();
             if filter.eval(entry) == Tri::True {
-                out.push(LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(entry, &selection, req.typesonly, everything))));
+                out.push(LdapMsg::new(
+                    msgid,
+                    LdapOp::SearchResultEntry(render(entry, &selection, req.typesonly, everything)),
+                ));
             }
-            let ctrl = paging.map(|_| vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }]).unwrap_or_default();
+            let ctrl = paging
+                .map(|_| vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }])
+                .unwrap_or_default();
             out.push(done(res(Code::Success, ""), ctrl));
             return out;
         }
         if !self.may_read_tree() {
             return vec![done(
-                res(Code::InsufficentAccessRights, "anonymous clients may read only the Root DSE and cn=schema; bind first"),
+                res(
+                    Code::InsufficentAccessRights,
+                    "anonymous clients may read only the Root DSE and cn=schema; bind first",
+                ),
                 vec![],
             )];
         }
 
-        let fingerprint = format!("{}|{:?}|{:?}|{:?}|{}|{}", base.normalized(), req.scope, req.filter, req.attrs, req.sizelimit, req.typesonly);
+        let fingerprint = format!(
+            "{}|{:?}|{:?}|{:?}|{}|{}",
+            base.normalized(),
+            req.scope,
+            req.filter,
+            req.attrs,
+            req.sizelimit,
+            req.typesonly
+        );
         if let Some((size, cookie)) = &paging
             && !cookie.is_empty()
         {
@@ -535,7 +563,10 @@ impl Session {
             };
             if timed_out {
                 let mut out = page(msgid, &mut p, usize::MAX);
-                out.push(done(res(Code::TimeLimitExceeded, "time limit exceeded"), vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }]));
+                out.push(done(
+                    res(Code::TimeLimitExceeded, "time limit exceeded"),
+                    vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }],
+                ));
                 return out;
             }
             return self.emit_page(msgid, p, size);
@@ -543,7 +574,12 @@ impl Session {
 
         let mut out: Vec<LdapMsg> = matched
             .iter()
-            .map(|&i| LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(&dit.entries[i], &selection, req.typesonly, false))))
+            .map(|&i| {
+                LdapMsg::new(
+                    msgid,
+                    LdapOp::SearchResultEntry(render(&dit.entries[i], &selection, req.typesonly, false)),
+                )
+            })
             .collect();
         let r = if timed_out {
             res(Code::TimeLimitExceeded, "time limit exceeded")
@@ -588,7 +624,11 @@ impl Session {
 
     fn continue_paged(&mut self, msgid: i32, size: i64, cookie: &[u8], fingerprint: &str) -> Vec<LdapMsg> {
         let done = |r: LdapResult| {
-            LdapMsg::new_with_ctrls(msgid, LdapOp::SearchResultDone(r), vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }])
+            LdapMsg::new_with_ctrls(
+                msgid,
+                LdapOp::SearchResultDone(r),
+                vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }],
+            )
         };
         let Some(pos) = self.paged.iter().position(|p| p.cookie == cookie) else {
             return vec![done(res(Code::UnwillingToPerform, "paged results cookie is invalid or expired"))];
@@ -652,7 +692,10 @@ impl Session {
                 value: None,
             },
             OID_PASSWORD_MODIFY => LdapExtendedResponse {
-                res: res(Code::UnwillingToPerform, "the password modify operation is not available in this idgate version"),
+                res: res(
+                    Code::UnwillingToPerform,
+                    "the password modify operation is not available in this idgate version",
+                ),
                 name: None,
                 value: None,
             },
@@ -687,7 +730,9 @@ impl Reader<'_> {
             Identity::User { .. } => match kind {
                 EntryKind::Container => true,
                 EntryKind::User(ui) => Some(ui) == self.user_idx,
-                EntryKind::Group(gi) => self.user_idx.is_some_and(|ui| self.dit.snapshot.members_of(gi).binary_search(&ui).is_ok()),
+                EntryKind::Group(gi) => {
+                    self.user_idx.is_some_and(|ui| self.dit.snapshot.members_of(gi).binary_search(&ui).is_ok())
+                }
                 EntryKind::Service => false,
             },
         }
@@ -743,7 +788,9 @@ fn page(msgid: i32, p: &mut PagedSearch, size: usize) -> Vec<LdapMsg> {
     let end = p.next.saturating_add(size).min(p.results.len());
     let out = p.results[p.next..end]
         .iter()
-        .map(|&i| LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(&p.dit.entries[i], &p.selection, p.types_only, false))))
+        .map(|&i| {
+            LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(&p.dit.entries[i], &p.selection, p.types_only, false)))
+        })
         .collect();
     p.next = end;
     out
