@@ -205,7 +205,7 @@ impl State {
             Some(READER_PASSWORD),
         );
         let norights = st.insert_user(
-            json!({"login": "norights", "firstname": "No", "lastname": "Rights", "email": "norights@example.com"}),
+            json!({"login": "norights", "lastname": "NoRights", "email": "norights@example.com"}),
             Some(NORIGHTS_PASSWORD),
         );
         let ops =
@@ -1323,7 +1323,13 @@ fn api(
                 }
             }
             st.touch(n);
-            json_resp(200, &st.render_user(&st.users[&n], false))
+            // After an update the object carries the trigger's `trackid` instead of `actiontypecode`.
+            let mut v = st.render_user(&st.users[&n], false);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("actiontypecode");
+                o.insert("trackid".into(), json!(format!("use{n}")));
+            }
+            json_resp(200, &v)
         }
         Route::DeleteUser(id) => {
             if !can(PERM_DELETE) {
