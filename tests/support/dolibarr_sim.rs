@@ -88,6 +88,7 @@ struct State {
     login_delay: Duration,
     delay: Duration,
     fail_next: Vec<u16>,
+    fail_route: Vec<(String, u16)>,
     counts: HashMap<String, u64>,
     allow_password_reset: bool,
     prod_mode: bool,
@@ -174,6 +175,7 @@ impl State {
             login_delay: Duration::from_millis(20),
             delay: Duration::ZERO,
             fail_next: Vec::new(),
+            fail_route: Vec::new(),
             counts: HashMap::new(),
             allow_password_reset: false,
             prod_mode: false,
@@ -669,6 +671,16 @@ impl DolibarrSim {
     pub fn fail_next(&self, n: usize, status: u16) {
         self.st().fail_next.extend(std::iter::repeat_n(status, n));
     }
+    /// Drops any pending injected failures.
+    pub fn clear_failures(&self) {
+        let mut st = self.st();
+        st.fail_next.clear();
+        st.fail_route.clear();
+    }
+    /// The next request for `route` (a pattern as in `count`) fails with `status`.
+    pub fn fail_route(&self, route: &str, status: u16) {
+        self.st().fail_route.push((route.to_string(), status));
+    }
     /// Adds a delay before every answer.
     pub fn set_delay(&self, d: Duration) {
         self.st().delay = d;
@@ -825,8 +837,14 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
     let seg_refs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (delay, fail, stopped) = {
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        *st.counts.entry(route_pattern(&method, &seg_refs)).or_default() += 1;
-        let fail = if st.fail_next.is_empty() { None } else { Some(st.fail_next.remove(0)) };
+        let pattern = route_pattern(&method, &seg_refs);
+        *st.counts.entry(pattern.clone()).or_default() += 1;
+        let mut fail = if st.fail_next.is_empty() { None } else { Some(st.fail_next.remove(0)) };
+        if fail.is_none()
+            && let Some(i) = st.fail_route.iter().position(|(r, _)| *r == pattern)
+        {
+            fail = Some(st.fail_route.remove(i).1);
+        }
         (st.delay, fail, st.stopped)
     };
     if stopped {
