@@ -187,7 +187,9 @@ impl State {
             json!({"login": "admin", "lastname": "SuperAdmin", "admin": "1", "entity": "0"}),
             Some(ADMIN_PASSWORD),
         );
-        st.users.get_mut(&admin).map(|u| u.api_key = Some(ADMIN_KEY.into()));
+        if let Some(u) = st.users.get_mut(&admin) {
+            u.api_key = Some(ADMIN_KEY.into());
+        }
         st.insert_user(
             json!({"login": "jdoe", "firstname": "John", "lastname": "Doe", "email": "jdoe@example.com",
                    "job": "Engineer", "gender": "man", "office_phone": "+33 1 00 00 00 01",
