@@ -1,6 +1,7 @@
 //! The `Backend` trait: what the directory core needs from an ERP. Backends know nothing of LDAP or
 //! SCIM; their wire types stay inside their own module.
 
+pub mod dolibarr;
 pub mod memory;
 
 use async_trait::async_trait;

@@ -1,0 +1,359 @@
+//! `DolibarrBackend` against the Dolibarr simulator.
+
+mod support;
+
+use std::time::Duration;
+
+use idgate::backend::dolibarr::DolibarrBackend;
+use idgate::backend::{Backend, BackendError};
+use idgate::config::{DolibarrConfig, Secret};
+use idgate::model::{GroupChanges, NewGroup, NewUser, User, UserChanges};
+use serde_json::json;
+use support::dolibarr_sim::{DolibarrSim, JDOE_PASSWORD, READER_PASSWORD, Version};
+
+fn config(sim: &DolibarrSim, key: &str) -> DolibarrConfig {
+    DolibarrConfig {
+        url: sim.url(),
+        api_key: Secret::new(key),
+        entity: None,
+        timeout: Duration::from_secs(3),
+        retries: 2,
+        page_size: 100,
+    }
+}
+
+fn backend(sim: &DolibarrSim) -> DolibarrBackend {
+    DolibarrBackend::new(&config(sim, sim.admin_key())).expect("backend")
+}
+
+#[tokio::test]
+async fn reads_users_and_skips_specimen() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    let users = b.list_users().await.unwrap();
+    let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "6", "7", "8", "9"]);
+    let jdoe = &users[1];
+    assert_eq!(jdoe.login, "jdoe");
+    assert_eq!(jdoe.first_name, "John");
+    assert_eq!(jdoe.phone.as_deref(), Some("+33 1 00 00 00 01"));
+    assert_eq!(jdoe.mobile.as_deref(), Some("+33 6 00 00 00 01"));
+    assert_eq!(jdoe.title.as_deref(), Some("Engineer"));
+    assert_eq!(jdoe.employee_number.as_deref(), Some("EMP-0001"));
+    assert_eq!(jdoe.locale.as_deref(), Some("fr_FR"));
+    assert!(jdoe.active && !jdoe.admin);
+    assert!(users[0].admin);
+    assert_eq!(jdoe.created, Some(1795407473));
+
+    assert_eq!(b.get_user("2").await.unwrap().unwrap().login, "jdoe");
+    assert_eq!(b.get_user("99999").await.unwrap(), None);
+    sim.reset_counts();
+    assert_eq!(b.get_user("0").await.unwrap(), None);
+    assert_eq!(b.get_user("abc").await.unwrap(), None);
+    assert_eq!(sim.total_requests(), 0, "id 0 and non-numeric ids need no call");
+
+    assert_eq!(b.find_user_by_login("reader").await.unwrap().unwrap().id, "7");
+    assert_eq!(b.find_user_by_login("nosuchuser").await.unwrap(), None);
+    assert_eq!(b.find_user_by_login("bob@example.com").await.unwrap(), None);
+    assert_eq!(sim.count("GET /users/login/{id}"), 2);
+}
+
+#[tokio::test]
+async fn tolerates_type_flips() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    sim.set_user_field(2, "statut", json!(1));
+    sim.set_user_field(2, "admin", json!(0));
+    sim.set_user_field(2, "datec", json!(""));
+    sim.set_user_field(2, "lang", json!(null));
+    sim.set_user_field(2, "ref_employee", json!(1234));
+    let u = backend(&sim).get_user("2").await.unwrap().unwrap();
+    assert!(u.active);
+    assert_eq!(u.created, None);
+    assert_eq!(u.locale, None);
+    assert_eq!(u.employee_number.as_deref(), Some("1234"));
+}
+
+#[tokio::test]
+async fn pages_through_users() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    for i in 0..5 {
+        sim.add_user(&format!("extra{i}"), "E", "X", "", None);
+    }
+    let mut cfg = config(&sim, sim.admin_key());
+    cfg.page_size = 3;
+    let b = DolibarrBackend::new(&cfg).unwrap();
+    let users = b.list_users().await.unwrap();
+    assert_eq!(users.len(), 13);
+    // 13 users in pages of 3: five pages, the last one short.
+    assert_eq!(sim.count("GET /users"), 5);
+    let mut ids: Vec<u64> = users.iter().map(|u| u.id.parse().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 13);
+}
+
+#[tokio::test]
+async fn incremental_sync_uses_server_local_time() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    sim.set_utc_offset(3600);
+    let b = backend(&sim);
+    b.probe().await.unwrap();
+    let since = 1795407480;
+    sim.set_user_modified(2, since + 1);
+    sim.set_user_modified(8, since);
+    let changed = b.list_users_changed_since(since).await.unwrap();
+    let ids: Vec<&str> = changed.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["2", "8"]);
+    assert!(b.list_users_changed_since(since + 10).await.unwrap().is_empty());
+}
+
+fn new_user(login: &str) -> NewUser {
+    NewUser {
+        login: login.into(),
+        first_name: "New".into(),
+        last_name: "Person".into(),
+        email: format!("{login}@example.com"),
+        phone: Some("+1 555".into()),
+        title: Some("Tester".into()),
+        employee_number: Some("E-9".into()),
+        active: true,
+        password: Some("Long-enough-Secret-1".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn creates_updates_and_deletes_users() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    let u = b.create_user(&new_user("newbie")).await.unwrap();
+    assert_eq!(u.id, "10");
+    assert_eq!(u.title.as_deref(), Some("Tester"));
+    assert!(u.active);
+    assert_eq!(sim.user_password(10).as_deref(), Some("Long-enough-Secret-1"));
+    assert_eq!(sim.count("PUT /users/{id}"), 0);
+
+    let mut off = new_user("sleeper");
+    off.active = false;
+    let u = b.create_user(&off).await.unwrap();
+    assert!(!u.active, "created disabled through a follow-up PUT");
+    assert_eq!(sim.count("PUT /users/{id}"), 1);
+
+    assert!(matches!(b.create_user(&new_user("jdoe")).await, Err(BackendError::Conflict(_))));
+    let mut short = new_user("shorty");
+    short.password = Some("short".into());
+    match b.create_user(&short).await {
+        Err(BackendError::Invalid(m)) => assert!(m.contains("at least 12 chars"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut html = new_user("htmlpw");
+    html.password = Some("Jdoe<b>Secret</b>-3".into());
+    sim.reset_counts();
+    assert!(matches!(b.create_user(&html).await, Err(BackendError::Invalid(_))));
+    assert_eq!(sim.total_requests(), 0);
+
+    let changes = UserChanges {
+        email: Some("n2@example.com".into()),
+        title: Some(None),
+        active: Some(false),
+        ..Default::default()
+    };
+    let u = b.update_user("10", &changes).await.unwrap();
+    assert_eq!(u.email, "n2@example.com");
+    assert_eq!(u.title, None);
+    assert!(!u.active);
+    assert!(matches!(
+        b.update_user("3", &UserChanges { login: Some("jdoe".into()), ..Default::default() }).await,
+        Err(BackendError::Conflict(_))
+    ));
+    match b.update_user("9", &UserChanges { admin: Some(false), ..Default::default() }).await {
+        Err(BackendError::Unsupported { what, .. }) => assert!(what.contains("admin"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+
+    b.delete_user("10").await.unwrap();
+    assert!(!sim.user_exists(10));
+    assert!(matches!(b.delete_user("10").await, Err(BackendError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn create_follow_up_failure_is_reported() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    let mut off = new_user("halfway");
+    off.active = false;
+    sim.fail_route("PUT /users/{id}", 503);
+    let e = b.create_user(&off).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
+    assert!(e.to_string().contains("user 10 was created"), "{e}");
+    assert!(sim.user_exists(10));
+}
+
+#[tokio::test]
+async fn passwords() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    let jdoe = b.get_user("2").await.unwrap().unwrap();
+    // jdoe has no API token and no right to create one: the 403 still proves the password.
+    assert!(b.check_password(&jdoe, JDOE_PASSWORD).await.unwrap());
+    assert!(!b.check_password(&jdoe, "wrong-password").await.unwrap());
+    b.set_password("2", "Brand-New-Secret-2").await.unwrap();
+    assert!(b.check_password(&jdoe, "Brand-New-Secret-2").await.unwrap());
+    assert!(!b.check_password(&jdoe, JDOE_PASSWORD).await.unwrap());
+    assert!(matches!(b.set_password("2", "short").await, Err(BackendError::Invalid(_))));
+    assert!(matches!(b.set_password("2", "Jdoe<b>Secret</b>-3").await, Err(BackendError::Invalid(_))));
+    let reader = User { id: "7".into(), login: "reader".into(), ..Default::default() };
+    assert!(b.check_password(&reader, READER_PASSWORD).await.unwrap());
+    sim.disable_user(7);
+    assert!(!b.check_password(&reader, READER_PASSWORD).await.unwrap());
+    assert_eq!(sim.count("GET /login"), 0, "never GET /login");
+    sim.fail_next(1, 503);
+    assert!(matches!(b.check_password(&jdoe, "x-password-x").await, Err(BackendError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn groups_and_membership_on_22() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    let groups = b.list_groups().await.unwrap();
+    let summary: Vec<(&str, &str, Vec<&str>)> = groups
+        .iter()
+        .map(|g| (g.id.as_str(), g.name.as_str(), g.members.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(summary, [("1", "developers", vec!["2", "7"]), ("2", "sales", vec!["2"]), ("3", "empty-group", vec![])]);
+    assert_eq!(b.get_group("99999").await.unwrap(), None);
+    assert_eq!(b.get_group("0").await.unwrap(), None);
+    assert_eq!(b.get_group("2").await.unwrap().unwrap().description, None);
+
+    b.add_member("3", "4").await.unwrap();
+    assert_eq!(sim.group_members(3), Some(vec![4]));
+    b.add_member("3", "4").await.unwrap();
+    assert!(matches!(b.add_member("99999", "4").await, Err(BackendError::NotFound(_))));
+    sim.reset_counts();
+    sim.fail_next(1, 503);
+    assert!(b.add_member("3", "2").await.is_err());
+    assert_eq!(sim.count("GET /users/{id}/setGroup/{id}"), 1, "setGroup is never retried");
+
+    sim.reset_counts();
+    for r in [
+        b.create_group(&NewGroup { name: "x".into(), ..Default::default() }).await.map(|_| ()),
+        b.update_group("1", &GroupChanges { name: Some("y".into()), ..Default::default() }).await.map(|_| ()),
+        b.delete_group("1").await,
+        b.remove_member("1", "2").await,
+    ] {
+        match r {
+            Err(BackendError::Unsupported { backend, what }) => {
+                assert_eq!(backend, "dolibarr");
+                assert!(what.contains("Dolibarr 23+"), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sim.total_requests(), 0, "no HTTP call for unsupported operations");
+}
+
+#[tokio::test]
+async fn groups_on_23() {
+    let sim = DolibarrSim::start(Version::V23).await;
+    let b = backend(&sim);
+    let report = b.probe().await.unwrap();
+    assert_eq!(report.version.as_deref(), Some("23.0.0"));
+    assert!(b.capabilities().group_create && b.capabilities().member_remove);
+    let g = b
+        .create_group(&NewGroup { name: "ops".into(), members: vec!["2".into()], ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(g.name, "ops");
+    assert_eq!(g.members, ["2"]);
+    let g = b.update_group(&g.id, &GroupChanges { name: Some("ops2".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(g.name, "ops2");
+    b.remove_member(&g.id, "2").await.unwrap();
+    assert_eq!(b.get_group(&g.id).await.unwrap().unwrap().members, Vec::<String>::new());
+    b.delete_group(&g.id).await.unwrap();
+    assert_eq!(b.get_group(&g.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn probe_reports_version_permissions_and_auth() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    let before = b.capabilities();
+    assert!(!before.group_create && before.member_add && before.incremental_sync && !before.external_id);
+    let r = b.probe().await.unwrap();
+    assert_eq!(r.version.as_deref(), Some("22.0.4"));
+    assert_eq!(r.backend, "dolibarr");
+    assert!(!r.capabilities.group_create && !r.capabilities.member_remove && !r.capabilities.admin_flag_write);
+    assert_eq!(sim.count("GET /users/groups/{id}"), 0, "22 needs no v23 probe");
+
+    let reader = DolibarrBackend::new(&config(&sim, sim.reader_key())).unwrap();
+    let r = reader.probe().await.unwrap();
+    assert!(r.notes.iter().any(|n| n.contains("253")), "{:?}", r.notes);
+    assert!(!reader.capabilities().user_create && !reader.capabilities().user_delete);
+
+    let norights = DolibarrBackend::new(&config(&sim, sim.norights_key())).unwrap();
+    let r = norights.probe().await.unwrap();
+    assert!(r.notes.iter().any(|n| n.contains("251")), "{:?}", r.notes);
+
+    let bad_key = "0123456789abcdef0123456789abcdef01234567";
+    let bad = DolibarrBackend::new(&config(&sim, bad_key)).unwrap();
+    match bad.probe().await {
+        Err(BackendError::Auth(m)) => assert!(!m.contains(bad_key)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transient_failures_and_error_mapping() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    // One 503, then success: the read is retried.
+    sim.fail_next(1, 503);
+    assert!(b.get_user("2").await.unwrap().is_some());
+    assert_eq!(sim.count("GET /users/{id}"), 2);
+    // Writes are not retried.
+    sim.reset_counts();
+    sim.fail_next(1, 503);
+    assert!(matches!(b.create_user(&new_user("once")).await, Err(BackendError::Unavailable(_))));
+    assert_eq!(sim.count("POST /users"), 1);
+    // Retries are bounded.
+    sim.reset_counts();
+    sim.fail_next(10, 502);
+    assert!(matches!(b.get_user("2").await, Err(BackendError::Unavailable(_))));
+    assert_eq!(sim.count("GET /users/{id}"), 3);
+    sim.clear_failures();
+    sim.fail_next(1, 500);
+    assert!(matches!(b.get_user("2").await, Err(BackendError::Unavailable(_))));
+    let norights = DolibarrBackend::new(&config(&sim, sim.norights_key())).unwrap();
+    match norights.list_users().await {
+        Err(BackendError::Forbidden(m)) => assert!(m.contains("not allowed to read list of users")),
+        other => panic!("{other:?}"),
+    }
+    let bad_key = "0123456789abcdef0123456789abcdef01234567";
+    let bad = DolibarrBackend::new(&config(&sim, bad_key)).unwrap();
+    let e = bad.list_users().await.unwrap_err();
+    assert!(matches!(e, BackendError::Auth(_)));
+    assert!(!e.to_string().contains(bad_key));
+}
+
+#[tokio::test]
+async fn timeouts_and_outages() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let mut cfg = config(&sim, sim.admin_key());
+    cfg.timeout = Duration::from_millis(200);
+    cfg.retries = 0;
+    let b = DolibarrBackend::new(&cfg).unwrap();
+    sim.set_delay(Duration::from_millis(600));
+    let e = b.get_user("2").await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
+    assert!(!e.to_string().contains(sim.admin_key()));
+    sim.set_delay(Duration::ZERO);
+
+    let b = backend(&sim);
+    assert!(b.get_user("2").await.unwrap().is_some());
+    sim.stop();
+    let e = b.list_users().await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
+    assert!(!e.to_string().contains(sim.admin_key()));
+    sim.restart().await;
+    let fresh = backend(&sim);
+    assert_eq!(fresh.list_users().await.unwrap().len(), 8);
+}

@@ -1,0 +1,4 @@
+//! Test support shared by integration tests.
+#![allow(dead_code)]
+
+pub mod dolibarr_sim;
