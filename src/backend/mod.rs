@@ -148,6 +148,8 @@ pub fn build(cfg: &crate::config::BackendConfig) -> Result<std::sync::Arc<dyn Ba
             Some(path) => memory::MemoryBackend::from_file(path)?,
             None => memory::MemoryBackend::empty(),
         }),
-        BackendConfig::Dolibarr(_) => return Err("the dolibarr backend is not built into this version".into()),
+        BackendConfig::Dolibarr(d) => {
+            std::sync::Arc::new(dolibarr::DolibarrBackend::new(d).map_err(|e| e.to_string())?)
+        }
     })
 }

@@ -543,7 +543,6 @@ impl Session {
         };
 
         let (matched, timed_out) = collect(&dit, &reader, &filter, base_idx, &req.scope, deadline);
-        drop(reader);
         let mut matched = matched;
         let size_exceeded = size_limit > 0 && matched.len() > size_limit;
         if size_exceeded {
