@@ -1,0 +1,151 @@
+//! idgate in front of the Dolibarr simulator, seen through a real LDAP client: changes made in the
+//! ERP appear after a refresh, and an ERP outage degrades exactly as documented (cached reads and
+//! cached binds keep working, other binds answer unavailable, never invalidCredentials).
+
+mod support;
+
+use std::time::Duration;
+
+use idgate::app::Running;
+use idgate::config::Config;
+use ldap3::{LdapConnAsync, Scope, SearchEntry};
+use support::dolibarr_sim::{DolibarrSim, JDOE_PASSWORD, READER_PASSWORD, Version};
+
+const BASE: &str = "dc=example,dc=com";
+const SVC: &str = "cn=reader,ou=services,dc=example,dc=com";
+
+async fn start(sim: &DolibarrSim, cache: &str) -> Running {
+    let text = format!(
+        r#"
+        [ldap]
+        listen = "127.0.0.1:0"
+        [[ldap.service_accounts]]
+        name = "reader"
+        password = "svc-pw"
+        access = "read"
+        [http]
+        listen = "127.0.0.1:0"
+        [cache]
+        {cache}
+        [backend]
+        kind = "dolibarr"
+        url = "{}"
+        api_key = "{}"
+        timeout = "2s"
+        retries = 0
+        "#,
+        sim.url(),
+        sim.admin_key()
+    );
+    let cfg = Config::parse(&text).expect("config");
+    idgate::app::start(cfg).await.expect("server starts")
+}
+
+async fn conn(r: &Running) -> ldap3::Ldap {
+    let (c, ldap) = LdapConnAsync::new(&format!("ldap://{}", r.ldap_addr)).await.expect("connect");
+    ldap3::drive!(c);
+    ldap
+}
+
+async fn bind_rc(r: &Running, dn: &str, pw: &str) -> u32 {
+    let mut l = conn(r).await;
+    l.simple_bind(dn, pw).await.expect("bind round trip").rc
+}
+
+async fn find(r: &Running, filter: &str) -> (u32, Vec<SearchEntry>) {
+    let mut l = conn(r).await;
+    l.simple_bind(SVC, "svc-pw").await.unwrap().success().unwrap();
+    let res = l.search(BASE, Scope::Subtree, filter, vec!["*", "+"]).await.expect("search round trip");
+    (res.1.rc, res.0.into_iter().map(SearchEntry::construct).collect())
+}
+
+fn first(e: &SearchEntry, attr: &str) -> Option<String> {
+    e.attrs.get(attr).and_then(|v| v.first()).cloned()
+}
+
+#[tokio::test]
+async fn erp_changes_appear_after_the_next_refresh() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
+
+    let (rc, found) = find(&r, "(uid=jdoe)").await;
+    assert_eq!(rc, 0);
+    assert_eq!(found.len(), 1);
+    let groups = &found[0].attrs["memberOf"];
+    assert!(groups.iter().any(|g| g.eq_ignore_ascii_case("cn=developers,ou=groups,dc=example,dc=com")), "{groups:?}");
+
+    // created in the ERP
+    let id = sim.add_user("newbie", "New", "Bie", "newbie@example.com", Some("Newbie-Secret-1"));
+    assert!(find(&r, "(uid=newbie)").await.1.is_empty(), "not visible before a refresh");
+    r.directory.refresh_incremental().await.expect("refresh");
+    let (_, found) = find(&r, "(uid=newbie)").await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(first(&found[0], "mail").as_deref(), Some("newbie@example.com"));
+    assert_eq!(bind_rc(&r, "uid=newbie,ou=people,dc=example,dc=com", "Newbie-Secret-1").await, 0);
+
+    // changed in the ERP
+    sim.set_user_field(id, "email", serde_json::json!("renamed@example.com"));
+    r.directory.refresh_incremental().await.expect("refresh");
+    let (_, found) = find(&r, "(mail=renamed@example.com)").await;
+    assert_eq!(found.len(), 1, "the mail index follows the change");
+
+    // disabled in the ERP: still visible, locked, and binds fail
+    sim.disable_user(id);
+    r.directory.refresh_incremental().await.expect("refresh");
+    let (_, found) = find(&r, "(uid=newbie)").await;
+    assert!(first(&found[0], "pwdAccountLockedTime").is_some(), "{:?}", found[0].attrs);
+    assert_eq!(bind_rc(&r, "uid=newbie,ou=people,dc=example,dc=com", "Newbie-Secret-1").await, 49);
+
+    // deleted in the ERP: gone after the full refresh
+    sim.delete_user(id);
+    r.directory.refresh_full().await.expect("refresh");
+    assert!(find(&r, "(uid=newbie)").await.1.is_empty());
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn erp_outage_serves_cache_and_answers_unavailable() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
+    let jdoe = "uid=jdoe,ou=people,dc=example,dc=com";
+    let reader = "uid=reader,ou=people,dc=example,dc=com";
+    assert_eq!(bind_rc(&r, jdoe, JDOE_PASSWORD).await, 0, "bind checked by the ERP, now cached");
+
+    sim.stop();
+    assert!(r.directory.refresh_full().await.is_err(), "the refresh fails while the ERP is down");
+    let (rc, found) = find(&r, "(objectClass=inetOrgPerson)").await;
+    assert_eq!(rc, 0, "cached searches still answer");
+    assert!(found.len() >= 6, "{}", found.len());
+    assert_eq!(bind_rc(&r, jdoe, JDOE_PASSWORD).await, 0, "bind cache answers");
+    assert_eq!(bind_rc(&r, reader, READER_PASSWORD).await, 52, "uncached bind: unavailable, never 49");
+    assert_eq!(bind_rc(&r, jdoe, "wrong-password").await, 52, "a password the cache cannot confirm needs the ERP");
+
+    sim.restart().await;
+    assert_eq!(bind_rc(&r, reader, READER_PASSWORD).await, 0, "recovers without a restart");
+    assert_eq!(bind_rc(&r, jdoe, "wrong-password").await, 49);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn beyond_max_stale_reads_are_unavailable_not_stale() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let r = start(&sim, "refresh_interval = \"1s\"\nmax_stale = \"2s\"").await;
+    assert_eq!(find(&r, "(uid=jdoe)").await.0, 0);
+    sim.stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (rc, found) = find(&r, "(uid=jdoe)").await;
+    assert_eq!(rc, 52, "older than max_stale: unavailable");
+    assert!(found.is_empty());
+    sim.restart().await;
+    // the background refresher notices the recovery on its own
+    let mut ok = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if find(&r, "(uid=jdoe)").await.0 == 0 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "reads recover after the ERP is back");
+    r.shutdown().await;
+}
