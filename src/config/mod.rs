@@ -350,6 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_are_valid() {
+        // SAFETY: only this test reads these variables.
+        unsafe {
+            for v in ["IDGATE_DOLIBARR_API_KEY", "IDGATE_LDAP_ADMIN_PASSWORD", "IDGATE_LDAP_READER_PASSWORD"] {
+                std::env::set_var(v, "x");
+            }
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "demo and dolibarr configs");
+    }
+
+    #[test]
     fn missing_env_secret_is_an_error_naming_the_variable() {
         let e = Config::parse(
             "[[ldap.service_accounts]]\nname=\"a\"\npassword={env=\"IDGATE_TEST_UNSET_VAR\"}\naccess=\"read\"\n[backend]\nkind=\"memory\"\n",

@@ -1,0 +1,187 @@
+//! Cached LDAP throughput: equality searches on random uids and binds as random users against a
+//! 10 000-user directory, from 32 concurrent connections, for a fixed time. The server runs in
+//! this process on loopback, sharing the machine's cores with the load generator.
+//!
+//! Run: `cargo bench --bench ldap_search` (env: BENCH_USERS, BENCH_CLIENTS, BENCH_SECONDS).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use idgate::backend::memory::{MemoryBackend, Seed};
+use idgate::config::Config;
+use ldap3_proto::LdapCodec;
+use ldap3_proto::proto::*;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn seed(users: usize) -> Seed {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    // One cheap hash shared by every user keeps start-up and cache warming fast; the measured binds
+    // are answered by the bind cache, whose cost does not depend on the hash parameters.
+    let salt = SaltString::encode_b64(b"bench-salt-16byt").unwrap();
+    let params = argon2::Params::new(8, 1, 1, None).unwrap();
+    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let hash = hasher.hash_password(b"bench-password", &salt).unwrap().to_string();
+    let users: Vec<serde_json::Value> = (0..users)
+        .map(|i| {
+            serde_json::json!({"login": format!("user{i:05}"), "firstname": "User", "lastname": format!("{i}"),
+                               "email": format!("user{i:05}@example.com"), "password_hash": hash})
+        })
+        .collect();
+    let groups: Vec<serde_json::Value> = (0..20)
+        .map(|g| serde_json::json!({"name": format!("group{g}"),
+            "members": (0..users.len()).filter(|i| i % 20 == g).map(|i| format!("user{i:05}")).collect::<Vec<_>>()}))
+        .collect();
+    serde_json::from_value(serde_json::json!({"users": users, "groups": groups})).unwrap()
+}
+
+async fn client(addr: std::net::SocketAddr) -> Framed<TcpStream, LdapCodec> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    Framed::new(s, LdapCodec::new(Some(8 << 20), None))
+}
+
+async fn bind(f: &mut Framed<TcpStream, LdapCodec>, id: i32, dn: &str, pw: &str) -> bool {
+    let req = LdapBindRequest { version: 3, dn: dn.into(), cred: LdapBindCred::Simple(pw.into()) };
+    f.send(LdapMsg::new(id, LdapOp::BindRequest(req))).await.unwrap();
+    matches!(f.next().await, Some(Ok(LdapMsg { op: LdapOp::BindResponse(r), .. })) if r.res.code == LdapResultCode::Success)
+}
+
+async fn search(f: &mut Framed<TcpStream, LdapCodec>, id: i32, uid: &str) -> usize {
+    let req = LdapSearchRequest {
+        base: "dc=example,dc=com".into(),
+        scope: LdapSearchScope::Subtree,
+        aliases: LdapDerefAliases::Never,
+        sizelimit: 0,
+        timelimit: 0,
+        typesonly: false,
+        filter: LdapFilter::Equality("uid".into(), uid.into()),
+        attrs: vec![],
+    };
+    f.send(LdapMsg::new(id, LdapOp::SearchRequest(req))).await.unwrap();
+    let mut entries = 0;
+    while let Some(Ok(m)) = f.next().await {
+        match m.op {
+            LdapOp::SearchResultEntry(_) => entries += 1,
+            LdapOp::SearchResultDone(_) => break,
+            _ => {}
+        }
+    }
+    entries
+}
+
+fn report(name: &str, lat: &mut [Duration], elapsed: Duration) {
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "{name:<28} {:>9.0} ops/s   p50 {:>7.3} ms   p99 {:>7.3} ms   ({} ops)",
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        lat.len()
+    );
+}
+
+async fn run_load<F, Fut>(clients: usize, f: F) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Vec<Duration>> + Send,
+{
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move { f(c).await }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all, start.elapsed())
+}
+
+fn main() {
+    let users = env("BENCH_USERS", 10_000);
+    let clients = env("BENCH_CLIENTS", 32);
+    let secs = env("BENCH_SECONDS", 5) as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut cfg = Config::parse("[ldap]\nlisten=\"127.0.0.1:0\"\n[http]\nlisten=\"127.0.0.1:0\"\n[backend]\nkind=\"memory\"\n[[ldap.service_accounts]]\nname=\"reader\"\npassword=\"pw\"\naccess=\"read\"\n").unwrap();
+        cfg.bind_throttle.max_failures_per_address = 0;
+        let t = Instant::now();
+        let backend = Arc::new(MemoryBackend::from_seed(seed(users)).unwrap());
+        let running = idgate::app::start_with_backend(cfg, backend).await.unwrap();
+        println!("{users} users loaded and indexed in {:.2} s; {clients} clients, {secs} s per test", t.elapsed().as_secs_f64());
+        let addr = running.ldap_addr;
+        // Build the tree once before measuring.
+        let mut warm = client(addr).await;
+        assert!(bind(&mut warm, 1, "cn=reader,ou=services,dc=example,dc=com", "pw").await);
+        assert_eq!(search(&mut warm, 2, "user00001").await, 1);
+
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let (mut lat, el) = run_load(clients, move |c| async move {
+            let mut f = client(addr).await;
+            assert!(bind(&mut f, 1, "cn=reader,ou=services,dc=example,dc=com", "pw").await);
+            let mut lat = Vec::new();
+            let mut i = c * 7919;
+            let mut id = 2;
+            while Instant::now() < deadline {
+                i = (i * 1_103_515_245 + 12_345) % users;
+                let t = Instant::now();
+                assert_eq!(search(&mut f, id, &format!("user{i:05}")).await, 1);
+                lat.push(t.elapsed());
+                id += 1;
+            }
+            lat
+        })
+        .await;
+        report("search (uid=random)", &mut lat, el);
+
+        // Warm the bind cache for every user, then measure cached binds on one connection each.
+        let mut f = client(addr).await;
+        for i in 0..users {
+            assert!(bind(&mut f, i as i32 + 1, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
+        }
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let (mut lat, el) = run_load(clients, move |c| async move {
+            let mut f = client(addr).await;
+            let mut lat = Vec::new();
+            let mut i = c * 104_729;
+            let mut id = 1;
+            while Instant::now() < deadline {
+                i = (i * 1_103_515_245 + 12_345) % users;
+                let t = Instant::now();
+                assert!(bind(&mut f, id, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
+                lat.push(t.elapsed());
+                id += 1;
+            }
+            lat
+        })
+        .await;
+        report("bind (cached, random user)", &mut lat, el);
+
+        // Connection per operation, as net-ldap clients do: connect, bind, search, close.
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let (mut lat, el) = run_load(clients, move |c| async move {
+            let mut lat = Vec::new();
+            let mut i = c * 31;
+            while Instant::now() < deadline {
+                i = (i * 1_103_515_245 + 12_345) % users;
+                let t = Instant::now();
+                let mut f = client(addr).await;
+                assert!(bind(&mut f, 1, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
+                assert_eq!(search(&mut f, 2, &format!("user{i:05}")).await, 1);
+                lat.push(t.elapsed());
+            }
+            lat
+        })
+        .await;
+        report("connect+bind+search+close", &mut lat, el);
+        running.shutdown().await;
+    });
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs idgate's whole test suite: installs the system tools the tests drive (OpenLDAP's client
+# tools) when they are missing, then runs `cargo test`. Usage: scripts/test.sh [cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { # need BINARY DEBIAN_PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "installing $2 (for $1)..."
+  local sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get install -y -qq "$2" >/dev/null 2>&1 || { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "$2" >/dev/null; }
+  command -v "$1" >/dev/null 2>&1 || { echo "cannot install $2; install it and retry" >&2; exit 1; }
+}
+
+need ldapsearch ldap-utils
+
+cargo test --locked "$@"
