@@ -3,6 +3,10 @@
 //! this process on loopback, sharing the machine's cores with the load generator.
 //!
 //! Run: `cargo bench --bench ldap_search` (env: BENCH_USERS, BENCH_CLIENTS, BENCH_SECONDS).
+//!
+//! The same load can be sent to another server holding the same entries (see
+//! `scripts/bench-vs-slapd.sh`): BENCH_TARGET=host:port, BENCH_BIND_DN, BENCH_BIND_PW. With
+//! BENCH_WRITE_SEED=path or BENCH_WRITE_LDIF=path it writes the directory and exits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +24,10 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn seed(users: usize) -> Seed {
+    serde_json::from_value(seed_json(users)).unwrap()
+}
+
+fn seed_json(users: usize) -> serde_json::Value {
     use argon2::password_hash::{PasswordHasher, SaltString};
     // One cheap hash shared by every user keeps start-up and cache warming fast; the measured binds
     // are answered by the bind cache, whose cost does not depend on the hash parameters.
@@ -34,10 +42,12 @@ fn seed(users: usize) -> Seed {
         })
         .collect();
     let groups: Vec<serde_json::Value> = (0..20)
-        .map(|g| serde_json::json!({"name": format!("group{g}"),
-            "members": (0..users.len()).filter(|i| i % 20 == g).map(|i| format!("user{i:05}")).collect::<Vec<_>>()}))
+        .map(|g| {
+            serde_json::json!({"name": format!("group{g}"),
+            "members": (0..users.len()).filter(|i| i % 20 == g).map(|i| format!("user{i:05}")).collect::<Vec<_>>()})
+        })
         .collect();
-    serde_json::from_value(serde_json::json!({"users": users, "groups": groups})).unwrap()
+    serde_json::json!({"users": users, "groups": groups})
 }
 
 async fn client(addr: std::net::SocketAddr) -> Framed<TcpStream, LdapCodec> {
@@ -105,28 +115,72 @@ where
     (all, start.elapsed())
 }
 
+/// The same users as LDIF, for loading into another server (passwords as `{SSHA}` from `BENCH_PW_HASH`).
+fn ldif(users: usize, pw_hash: &str) -> String {
+    let mut out = String::from(
+        "dn: dc=example,dc=com\nobjectClass: top\nobjectClass: domain\ndc: example\n\n\
+         dn: ou=people,dc=example,dc=com\nobjectClass: top\nobjectClass: organizationalUnit\nou: people\n\n",
+    );
+    for i in 0..users {
+        out.push_str(&format!(
+            "dn: uid=user{i:05},ou=people,dc=example,dc=com\nobjectClass: top\nobjectClass: inetOrgPerson\n\
+             objectClass: posixAccount\nuid: user{i:05}\ncn: User {i}\nsn: {i}\ngivenName: User\n\
+             mail: user{i:05}@example.com\nuidNumber: {}\ngidNumber: 10000\nhomeDirectory: /home/user{i:05}\n\
+             userPassword: {pw_hash}\n\n",
+            10_001 + i
+        ));
+    }
+    out
+}
+
 fn main() {
     let users = env("BENCH_USERS", 10_000);
     let clients = env("BENCH_CLIENTS", 32);
     let secs = env("BENCH_SECONDS", 5) as u64;
+    if let Ok(path) = std::env::var("BENCH_WRITE_SEED") {
+        std::fs::write(&path, serde_json::to_string(&seed_json(users)).unwrap()).unwrap();
+        return;
+    }
+    if let Ok(path) = std::env::var("BENCH_WRITE_LDIF") {
+        let hash = std::env::var("BENCH_PW_HASH").unwrap_or_else(|_| "bench-password".into());
+        std::fs::write(&path, ldif(users, &hash)).unwrap();
+        return;
+    }
+    let external = std::env::var("BENCH_TARGET").ok();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
+        if let Some(target) = external {
+            let addr: std::net::SocketAddr = target.parse().expect("BENCH_TARGET=host:port");
+            let dn = std::env::var("BENCH_BIND_DN").expect("BENCH_BIND_DN");
+            let pw = std::env::var("BENCH_BIND_PW").expect("BENCH_BIND_PW");
+            println!("target {target}; {users} users; {clients} clients, {secs} s per test");
+            measure(addr, users, clients, secs, Arc::new((dn, pw))).await;
+            return;
+        }
         let mut cfg = Config::parse("[ldap]\nlisten=\"127.0.0.1:0\"\n[http]\nlisten=\"127.0.0.1:0\"\n[backend]\nkind=\"memory\"\n[[ldap.service_accounts]]\nname=\"reader\"\npassword=\"pw\"\naccess=\"read\"\n").unwrap();
         cfg.bind_throttle.max_failures_per_address = 0;
         let t = Instant::now();
         let backend = Arc::new(MemoryBackend::from_seed(seed(users)).unwrap());
         let running = idgate::app::start_with_backend(cfg, backend).await.unwrap();
         println!("{users} users loaded and indexed in {:.2} s; {clients} clients, {secs} s per test", t.elapsed().as_secs_f64());
-        let addr = running.ldap_addr;
-        // Build the tree once before measuring.
-        let mut warm = client(addr).await;
-        assert!(bind(&mut warm, 1, "cn=reader,ou=services,dc=example,dc=com", "pw").await);
-        assert_eq!(search(&mut warm, 2, "user00001").await, 1);
+        let svc = Arc::new(("cn=reader,ou=services,dc=example,dc=com".to_string(), "pw".to_string()));
+        measure(running.ldap_addr, users, clients, secs, svc).await;
+        running.shutdown().await;
+    });
+}
 
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let (mut lat, el) = run_load(clients, move |c| async move {
+async fn measure(addr: std::net::SocketAddr, users: usize, clients: usize, secs: u64, svc: Arc<(String, String)>) {
+    // Build the tree once before measuring.
+    let mut warm = client(addr).await;
+    assert!(bind(&mut warm, 1, &svc.0, &svc.1).await, "service bind");
+    assert_eq!(search(&mut warm, 2, "user00001").await, 1);
+
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut lat, el) = run_load(clients, move |c| {
+        let svc = svc.clone();
+        async move {
             let mut f = client(addr).await;
-            assert!(bind(&mut f, 1, "cn=reader,ou=services,dc=example,dc=com", "pw").await);
+            assert!(bind(&mut f, 1, &svc.0, &svc.1).await);
             let mut lat = Vec::new();
             let mut i = c * 7919;
             let mut id = 2;
@@ -138,50 +192,51 @@ fn main() {
                 id += 1;
             }
             lat
-        })
-        .await;
-        report("search (uid=random)", &mut lat, el);
-
-        // Warm the bind cache for every user, then measure cached binds on one connection each.
-        let mut f = client(addr).await;
-        for i in 0..users {
-            assert!(bind(&mut f, i as i32 + 1, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
         }
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let (mut lat, el) = run_load(clients, move |c| async move {
-            let mut f = client(addr).await;
-            let mut lat = Vec::new();
-            let mut i = c * 104_729;
-            let mut id = 1;
-            while Instant::now() < deadline {
-                i = (i * 1_103_515_245 + 12_345) % users;
-                let t = Instant::now();
-                assert!(bind(&mut f, id, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
-                lat.push(t.elapsed());
-                id += 1;
-            }
-            lat
-        })
-        .await;
-        report("bind (cached, random user)", &mut lat, el);
+    })
+    .await;
+    report("search (uid=random)", &mut lat, el);
 
-        // Connection per operation, as net-ldap clients do: connect, bind, search, close.
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let (mut lat, el) = run_load(clients, move |c| async move {
-            let mut lat = Vec::new();
-            let mut i = c * 31;
-            while Instant::now() < deadline {
-                i = (i * 1_103_515_245 + 12_345) % users;
-                let t = Instant::now();
-                let mut f = client(addr).await;
-                assert!(bind(&mut f, 1, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
-                assert_eq!(search(&mut f, 2, &format!("user{i:05}")).await, 1);
-                lat.push(t.elapsed());
-            }
-            lat
-        })
-        .await;
-        report("connect+bind+search+close", &mut lat, el);
-        running.shutdown().await;
-    });
+    // Warm the bind cache for every user, then measure cached binds on one connection each.
+    let mut f = client(addr).await;
+    for i in 0..users {
+        assert!(
+            bind(&mut f, i as i32 + 1, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut lat, el) = run_load(clients, move |c| async move {
+        let mut f = client(addr).await;
+        let mut lat = Vec::new();
+        let mut i = c * 104_729;
+        let mut id = 1;
+        while Instant::now() < deadline {
+            i = (i * 1_103_515_245 + 12_345) % users;
+            let t = Instant::now();
+            assert!(bind(&mut f, id, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
+            lat.push(t.elapsed());
+            id += 1;
+        }
+        lat
+    })
+    .await;
+    report("bind (cached, random user)", &mut lat, el);
+
+    // Connection per operation, as net-ldap clients do: connect, bind, search, close.
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut lat, el) = run_load(clients, move |c| async move {
+        let mut lat = Vec::new();
+        let mut i = c * 31;
+        while Instant::now() < deadline {
+            i = (i * 1_103_515_245 + 12_345) % users;
+            let t = Instant::now();
+            let mut f = client(addr).await;
+            assert!(bind(&mut f, 1, &format!("uid=user{i:05},ou=people,dc=example,dc=com"), "bench-password").await);
+            assert_eq!(search(&mut f, 2, &format!("user{i:05}")).await, 1);
+            lat.push(t.elapsed());
+        }
+        lat
+    })
+    .await;
+    report("connect+bind+search+close", &mut lat, el);
 }

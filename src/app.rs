@@ -14,7 +14,8 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::ldap::session::LdapContext;
 
-/// A started gateway. Dropping it does not stop it; call [`Running::shutdown`].
+/// A started gateway. Call [`Running::shutdown`] to stop it gracefully; dropping it stops the
+/// listeners abruptly.
 pub struct Running {
     pub ldap_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -32,7 +33,7 @@ impl Running {
         }
     }
 
-    /// Resolves when a shutdown was requested by someone else holding a sender clone.
+    /// A handle that can trigger the shutdown from elsewhere (e.g. a signal handler).
     pub fn shutdown_sender(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }

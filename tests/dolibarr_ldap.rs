@@ -149,3 +149,46 @@ async fn beyond_max_stale_reads_are_unavailable_not_stale() {
     assert!(ok, "reads recover after the ERP is back");
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_binds_of_an_unknown_login_make_one_erp_lookup() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
+    // Created after the snapshot was loaded: the directory must ask the ERP for it.
+    sim.add_user("latecomer", "Late", "Comer", "late@example.com", Some("Latecomer-Secret-1"));
+    sim.set_delay(Duration::from_millis(200));
+    sim.reset_counts();
+    let dn = "uid=latecomer,ou=people,dc=example,dc=com";
+    let binds: Vec<_> = (0..20)
+        .map(|_| {
+            let r = &r;
+            async move { bind_rc(r, dn, "Latecomer-Secret-1").await }
+        })
+        .collect();
+    let codes = futures_util::future::join_all(binds).await;
+    assert!(codes.iter().all(|&c| c == 0), "{codes:?}");
+    assert_eq!(sim.count("GET /users/login/{id}"), 1, "lookups coalesced");
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partial_refresh_never_replaces_the_snapshot() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
+    let before = r.directory.health();
+    assert!(before.groups >= 3, "{before:?}");
+    sim.add_user("halfway", "Half", "Way", "half@example.com", None);
+    // The user list succeeds, then one group read fails: the whole refresh must be dropped.
+    sim.fail_route("GET /users/groups/{id}", 500);
+    assert!(r.directory.refresh_full().await.is_err());
+    let after = r.directory.health();
+    assert_eq!(after.generation, before.generation, "snapshot kept");
+    assert_eq!(after.groups, before.groups);
+    assert!(find(&r, "(uid=halfway)").await.1.is_empty(), "nothing from the failed refresh leaked in");
+    let (_, jdoe) = find(&r, "(uid=jdoe)").await;
+    assert!(jdoe[0].attrs.contains_key("memberOf"), "memberships intact");
+    assert!(after.last_error.is_some(), "the failure is reported in health");
+    r.directory.refresh_full().await.expect("the next refresh succeeds");
+    assert_eq!(find(&r, "(uid=halfway)").await.1.len(), 1);
+    r.shutdown().await;
+}

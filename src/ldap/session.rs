@@ -362,8 +362,9 @@ impl Session {
             BindTarget::Service(n) => Ok(self.ctx.dir.authenticate_service(n, password, peer)),
             BindTarget::User(login) => self.ctx.dir.authenticate_user(login, password, peer).await,
             BindTarget::Nobody => {
-                // Same answer as a wrong password, so names outside the tree reveal nothing.
-                Ok(self.ctx.dir.authenticate_service("\u{0}nobody", password, peer))
+                // Same answer and same throttling as a wrong password, so names outside the tree
+                // reveal nothing. The NUL prefix cannot occur in a configured account name.
+                Ok(self.ctx.dir.authenticate_service(&format!("\u{0}{}", name.to_lowercase()), password, peer))
             }
         };
         let result = match outcome {
