@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::*;
 use ldap3::Scope;
 use ldap3_proto::proto::{
-    LdapBindCred, LdapBindRequest, LdapBindResponse, LdapExtendedRequest, LdapFilter, LdapMsg,
-    LdapOp, LdapResult, LdapResultCode, LdapSearchScope,
+    LdapBindCred, LdapBindRequest, LdapBindResponse, LdapExtendedRequest, LdapFilter, LdapMsg, LdapOp, LdapResult,
+    LdapResultCode, LdapSearchScope,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -21,11 +21,7 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     if n < 0x80 {
         out.push(n as u8);
     } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
+        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -79,44 +75,26 @@ async fn write_raw(raw: &mut Raw, bytes: &[u8]) {
 
 /// The next message must be a Notice of Disconnection, then the server closes.
 async fn expect_notice_then_close(raw: &mut Raw, what: &str) -> LdapResult {
-    let m = raw
-        .recv()
-        .await
-        .unwrap_or_else(|| panic!("{what}: connection closed without a Notice of Disconnection"));
+    let m = raw.recv().await.unwrap_or_else(|| panic!("{what}: connection closed without a Notice of Disconnection"));
     assert_eq!(m.msgid, 0, "{what}: notice has message id 0: {m:?}");
-    let LdapOp::ExtendedResponse(x) = m.op else {
-        panic!("{what}: expected a notice, got {m:?}")
-    };
+    let LdapOp::ExtendedResponse(x) = m.op else { panic!("{what}: expected a notice, got {m:?}") };
     assert_eq!(x.name.as_deref(), Some(NOTICE_OID), "{what}: notice OID");
-    assert_ne!(
-        x.res.code,
-        LdapResultCode::Success,
-        "{what}: notice carries an error code"
-    );
+    assert_ne!(x.res.code, LdapResultCode::Success, "{what}: notice carries an error code");
     assert!(!x.res.message.is_empty(), "{what}: notice explains itself");
-    assert!(
-        raw.recv().await.is_none(),
-        "{what}: the server closes after the notice"
-    );
+    assert!(raw.recv().await.is_none(), "{what}: the server closes after the notice");
     x.res
 }
 
 async fn bound_raw(demo: &Demo, fx: &DirFixture) -> Raw {
     let mut raw = Raw::connect(demo.running.ldap_addr).await;
-    assert_eq!(
-        raw.bind(&fx.service_dn, &fx.service_password).await.code,
-        LdapResultCode::Success
-    );
+    assert_eq!(raw.bind(&fx.service_dn, &fx.service_password).await.code, LdapResultCode::Success);
     raw
 }
 
 async fn whoami_ok(raw: &mut Raw) {
     let id = raw
         .send(
-            LdapOp::ExtendedRequest(LdapExtendedRequest {
-                name: "1.3.6.1.4.1.4203.1.11.3".into(),
-                value: None,
-            }),
+            LdapOp::ExtendedRequest(LdapExtendedRequest { name: "1.3.6.1.4.1.4203.1.11.3".into(), value: None }),
             vec![],
         )
         .await;
@@ -141,11 +119,7 @@ async fn malformed_input_gets_a_notice_and_the_server_survives() {
     assert_healthy(&demo.url, &fx).await;
 
     // Bytes that start like a SEQUENCE but are not an LDAPMessage.
-    for junk in [
-        &[0x00u8, 0x00, 0x00, 0x00][..],
-        &[0x30, 0x03, 0x04, 0x01, 0x41][..],
-        &[0x30, 0x80, 0x00, 0x00][..],
-    ] {
+    for junk in [&[0x00u8, 0x00, 0x00, 0x00][..], &[0x30, 0x03, 0x04, 0x01, 0x41][..], &[0x30, 0x80, 0x00, 0x00][..]] {
         let mut raw = Raw::connect(demo.running.ldap_addr).await;
         write_raw(&mut raw, junk).await;
         expect_notice_then_close(&mut raw, &format!("junk {junk:02x?}")).await;
@@ -161,21 +135,13 @@ async fn malformed_input_gets_a_notice_and_the_server_survives() {
 
     // An operation tag that does not exist ([APPLICATION 26]).
     let mut raw = Raw::connect(demo.running.ldap_addr).await;
-    write_raw(
-        &mut raw,
-        &tlv(0x30, &[int(1), tlv(0x7a, &octets(b"what"))].concat()),
-    )
-    .await;
+    write_raw(&mut raw, &tlv(0x30, &[int(1), tlv(0x7a, &octets(b"what"))].concat())).await;
     expect_notice_then_close(&mut raw, "unknown op tag").await;
     assert_healthy(&demo.url, &fx).await;
 
     // A non-UTF-8 assertion value.
     let mut raw = bound_raw(&demo, &fx).await;
-    write_raw(
-        &mut raw,
-        &raw_search(2, &fx.users_base, "uid", &[0xff, 0xfe, 0x80]),
-    )
-    .await;
+    write_raw(&mut raw, &raw_search(2, &fx.users_base, "uid", &[0xff, 0xfe, 0x80])).await;
     expect_notice_then_close(&mut raw, "non-UTF-8 assertion value").await;
     assert_healthy(&demo.url, &fx).await;
 
@@ -219,11 +185,7 @@ async fn oversized_message_is_refused() {
             search_req(
                 &fx.users_base,
                 LdapSearchScope::Subtree,
-                &format!(
-                    "(|(uid={})(description={}))",
-                    fx.user_login,
-                    "x".repeat(limit - 512)
-                ),
+                &format!("(|(uid={})(description={}))", fx.user_login, "x".repeat(limit - 512)),
                 &["uid"],
             ),
             vec![],
@@ -233,12 +195,7 @@ async fn oversized_message_is_refused() {
     assert_eq!(entries.len(), 1);
 
     // Over the limit: a notice, then the connection is closed.
-    let mut req = search_req(
-        &fx.users_base,
-        LdapSearchScope::Subtree,
-        "(uid=alice)",
-        &["uid"],
-    );
+    let mut req = search_req(&fx.users_base, LdapSearchScope::Subtree, "(uid=alice)", &["uid"]);
     req.filter = LdapFilter::Equality("description".into(), "y".repeat(100 * 1024));
     raw.send(LdapOp::SearchRequest(req), vec![]).await;
     let r = expect_notice_then_close(&mut raw, "oversized message").await;
@@ -256,31 +213,13 @@ async fn deep_filters_wide_filters_and_old_versions() {
     let mut raw = bound_raw(&demo, &fx).await;
     let mut filter = eq("uid", &fx.user_login);
     for i in 0..100 {
-        filter = if i % 2 == 0 {
-            LdapFilter::And(vec![filter])
-        } else {
-            LdapFilter::Or(vec![filter])
-        };
+        filter = if i % 2 == 0 { LdapFilter::And(vec![filter]) } else { LdapFilter::Or(vec![filter]) };
     }
-    let mut req = search_req(
-        &fx.users_base,
-        LdapSearchScope::Subtree,
-        "(uid=x)",
-        &["uid"],
-    );
+    let mut req = search_req(&fx.users_base, LdapSearchScope::Subtree, "(uid=x)", &["uid"]);
     req.filter = filter;
     let (entries, done, _) = raw.search(req, vec![]).await;
-    assert_eq!(
-        done.code,
-        LdapResultCode::UnwillingToPerform,
-        "{}",
-        done.message
-    );
-    assert!(
-        done.message.contains("max_filter_depth"),
-        "the message names the limit: {:?}",
-        done.message
-    );
+    assert_eq!(done.code, LdapResultCode::UnwillingToPerform, "{}", done.message);
+    assert!(done.message.contains("max_filter_depth"), "the message names the limit: {:?}", done.message);
     assert!(entries.is_empty());
     whoami_ok(&mut raw).await;
     // 60 deep is within the limit and matches.
@@ -288,12 +227,7 @@ async fn deep_filters_wide_filters_and_old_versions() {
     for _ in 0..60 {
         filter = LdapFilter::And(vec![filter]);
     }
-    let mut req = search_req(
-        &fx.users_base,
-        LdapSearchScope::Subtree,
-        "(uid=x)",
-        &["uid"],
-    );
+    let mut req = search_req(&fx.users_base, LdapSearchScope::Subtree, "(uid=x)", &["uid"]);
     req.filter = filter;
     let (entries, done, _) = raw.search(req, vec![]).await;
     assert_eq!((done.code, entries.len()), (LdapResultCode::Success, 1));
@@ -301,19 +235,10 @@ async fn deep_filters_wide_filters_and_old_versions() {
 
     // A 10 000-term OR of (uid=…) terms.
     let mut ldap = bind_service(&demo.url, &fx).await;
-    let all = search_ok(
-        &mut ldap,
-        &fx.users_base,
-        Scope::Subtree,
-        "(objectClass=inetOrgPerson)",
-        &["uid"],
-    )
-    .await;
+    let all = search_ok(&mut ldap, &fx.users_base, Scope::Subtree, "(objectClass=inetOrgPerson)", &["uid"]).await;
     let logins: std::collections::BTreeSet<String> = all.iter().map(|e| first(e, "uid")).collect();
     let n = logins.len();
-    let mut terms: Vec<String> = (0..10_000 - n)
-        .map(|i| format!("(uid=nobody{i})"))
-        .collect();
+    let mut terms: Vec<String> = (0..10_000 - n).map(|i| format!("(uid=nobody{i})")).collect();
     // the real logins are spread through the list
     for (k, l) in logins.iter().enumerate() {
         terms.insert(k * (10_000 / n), format!("(uid={l})"));
@@ -343,18 +268,11 @@ async fn deep_filters_wide_filters_and_old_versions() {
     match m.op {
         LdapOp::BindResponse(b) => {
             assert_eq!(b.res.code, LdapResultCode::ProtocolError);
-            assert!(
-                b.res.message.contains('3'),
-                "the message says which version to use: {:?}",
-                b.res.message
-            );
+            assert!(b.res.message.contains('3'), "the message says which version to use: {:?}", b.res.message);
         }
         other => panic!("expected a bind response, got {other:?}"),
     }
-    assert_eq!(
-        raw.bind(&fx.service_dn, &fx.service_password).await.code,
-        LdapResultCode::Success
-    );
+    assert_eq!(raw.bind(&fx.service_dn, &fx.service_password).await.code, LdapResultCode::Success);
     whoami_ok(&mut raw).await;
     assert_healthy(&demo.url, &fx).await;
     demo.running.shutdown().await;

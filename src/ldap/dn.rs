@@ -39,10 +39,7 @@ impl Dn {
     }
 
     pub fn parse(s: &str) -> Result<Dn, DnError> {
-        let err = |why| DnError::Invalid {
-            dn: s.to_string(),
-            why,
-        };
+        let err = |why| DnError::Invalid { dn: s.to_string(), why };
         if s.trim().is_empty() {
             return Ok(Dn::root());
         }
@@ -66,11 +63,8 @@ impl Dn {
             if attr.is_empty() {
                 return Err(err("empty attribute type"));
             }
-            let valid_type = attr
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-                && (attr.as_bytes()[0].is_ascii_alphabetic()
-                    || attr.as_bytes()[0].is_ascii_digit());
+            let valid_type = attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && (attr.as_bytes()[0].is_ascii_alphabetic() || attr.as_bytes()[0].is_ascii_digit());
             if !valid_type {
                 return Err(err("invalid attribute type"));
             }
@@ -104,10 +98,7 @@ impl Dn {
                 value.pop();
             }
             let value = String::from_utf8(value).map_err(|_| err("value is not UTF-8"))?;
-            avas.push(Ava {
-                attr: attr.to_ascii_lowercase(),
-                value,
-            });
+            avas.push(Ava { attr: attr.to_ascii_lowercase(), value });
             if i >= bytes.len() {
                 rdns.push(Rdn(std::mem::take(&mut avas)));
                 break;
@@ -140,17 +131,12 @@ impl Dn {
         self.rdns.first()
     }
     pub fn parent(&self) -> Dn {
-        Dn {
-            rdns: self.rdns.iter().skip(1).cloned().collect(),
-        }
+        Dn { rdns: self.rdns.iter().skip(1).cloned().collect() }
     }
 
     /// `self` under `parent` (one RDN more).
     pub fn child(parent: &Dn, attr: &str, value: &str) -> Dn {
-        let mut rdns = vec![Rdn(vec![Ava {
-            attr: attr.to_ascii_lowercase(),
-            value: value.to_string(),
-        }])];
+        let mut rdns = vec![Rdn(vec![Ava { attr: attr.to_ascii_lowercase(), value: value.to_string() }])];
         rdns.extend(parent.rdns.iter().cloned());
         Dn { rdns }
     }
@@ -162,11 +148,8 @@ impl Dn {
             if n > 0 {
                 out.push(',');
             }
-            let mut avas: Vec<(String, String)> = rdn
-                .0
-                .iter()
-                .map(|a| (a.attr.clone(), a.value.to_lowercase()))
-                .collect();
+            let mut avas: Vec<(String, String)> =
+                rdn.0.iter().map(|a| (a.attr.clone(), a.value.to_lowercase())).collect();
             avas.sort();
             for (k, (attr, value)) in avas.iter().enumerate() {
                 if k > 0 {
@@ -193,10 +176,7 @@ impl Dn {
 
 fn rdn_eq(a: &Rdn, b: &Rdn) -> bool {
     a.0.len() == b.0.len()
-        && a.0.iter().all(|x| {
-            b.0.iter()
-                .any(|y| x.attr == y.attr && x.value.to_lowercase() == y.value.to_lowercase())
-        })
+        && a.0.iter().all(|x| b.0.iter().any(|y| x.attr == y.attr && x.value.to_lowercase() == y.value.to_lowercase()))
 }
 
 /// Escapes an attribute value per RFC 4514 §2.4.
@@ -280,15 +260,7 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in [
-            "foo",
-            "cn=a,",
-            ",cn=a",
-            "=a",
-            "cn=a\\",
-            "c n=a",
-            "cn=a,,dc=b",
-        ] {
+        for bad in ["foo", "cn=a,", ",cn=a", "=a", "cn=a\\", "c n=a", "cn=a,,dc=b"] {
             assert!(Dn::parse(bad).is_err(), "{bad}");
         }
         assert!(Dn::parse("").unwrap().is_root());
@@ -303,9 +275,6 @@ mod tests {
         assert!(!base.is_within(&u));
         assert!(u.is_within(&Dn::root()));
         assert_eq!(u.parent().normalized(), "ou=people,dc=example,dc=com");
-        assert_eq!(
-            Dn::child(&base, "ou", "x").to_string(),
-            "ou=x,dc=example,dc=com"
-        );
+        assert_eq!(Dn::child(&base, "ou", "x").to_string(), "ou=x,dc=example,dc=com");
     }
 }

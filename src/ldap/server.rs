@@ -29,10 +29,7 @@ impl Decoder for Codec {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         if buf.first().is_some_and(|&b| b != 0x30) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not an LDAP message",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not an LDAP message"));
         }
         self.0.decode(buf)
     }
@@ -41,20 +38,12 @@ impl Decoder for Codec {
 impl Encoder<ldap3_proto::proto::LdapMsg> for Codec {
     type Error = std::io::Error;
 
-    fn encode(
-        &mut self,
-        msg: ldap3_proto::proto::LdapMsg,
-        buf: &mut BytesMut,
-    ) -> Result<(), Self::Error> {
+    fn encode(&mut self, msg: ldap3_proto::proto::LdapMsg, buf: &mut BytesMut) -> Result<(), Self::Error> {
         self.0.encode(msg, buf)
     }
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<LdapContext>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(ctx.cfg.max_connections.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -85,12 +74,7 @@ pub async fn serve(
                 tracing::warn!(%peer, "LDAP connection refused: ldap.max_connections reached");
                 tasks.spawn(async move {
                     let mut framed = Framed::new(stream, LdapCodec::default());
-                    let _ = framed
-                        .send(DisconnectionNotice::gen_response(
-                            Code::Busy,
-                            "too many connections",
-                        ))
-                        .await;
+                    let _ = framed.send(DisconnectionNotice::gen_response(Code::Busy, "too many connections")).await;
                 });
             }
         }
@@ -101,17 +85,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<LdapContext>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
     let idle = ctx.cfg.idle_timeout;
-    let codec = Codec(LdapCodec::new(
-        Some(ctx.cfg.max_message_bytes),
-        Some(MAX_BER_DEPTH),
-    ));
+    let codec = Codec(LdapCodec::new(Some(ctx.cfg.max_message_bytes), Some(MAX_BER_DEPTH)));
     let mut framed = Framed::new(stream, codec);
     let mut session = Session::new(ctx, peer);
     tracing::debug!(%peer, "LDAP connection opened");
@@ -128,10 +104,7 @@ async fn connection(
                 tracing::debug!(%peer, "LDAP connection idle; closing");
                 let _ = tokio::time::timeout(
                     std::time::Duration::from_secs(1),
-                    framed.send(DisconnectionNotice::gen_response(
-                        Code::Unavailable,
-                        "idle timeout",
-                    )),
+                    framed.send(DisconnectionNotice::gen_response(Code::Unavailable, "idle timeout")),
                 )
                 .await;
                 break;

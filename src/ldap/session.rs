@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use ldap3_proto::control::LdapControl;
 use ldap3_proto::proto::{
-    LdapBindCred, LdapBindRequest, LdapBindResponse, LdapCompareRequest, LdapExtendedRequest,
-    LdapExtendedResponse, LdapMsg, LdapOp, LdapPartialAttribute, LdapResult,
-    LdapResultCode as Code, LdapSearchRequest, LdapSearchResultEntry, LdapSearchScope,
+    LdapBindCred, LdapBindRequest, LdapBindResponse, LdapCompareRequest, LdapExtendedRequest, LdapExtendedResponse,
+    LdapMsg, LdapOp, LdapPartialAttribute, LdapResult, LdapResultCode as Code, LdapSearchRequest,
+    LdapSearchResultEntry, LdapSearchScope,
 };
 
 use super::dit::{Dit, DitCache, DitSettings, Entry, EntryKind};
@@ -44,9 +44,7 @@ impl LdapContext {
         let root_dse = root_dse(&settings);
         let schema_entry = schema_entry();
         Ok(LdapContext {
-            schema_dn: Dn::parse("cn=schema")
-                .map(|d| d.normalized())
-                .unwrap_or_default(),
+            schema_dn: Dn::parse("cn=schema").map(|d| d.normalized()).unwrap_or_default(),
             dits: DitCache::new(settings),
             dir,
             cfg,
@@ -66,35 +64,20 @@ fn root_dse(s: &DitSettings) -> Entry {
     e.set1("namingContexts", s.base.to_string());
     e.set1("defaultNamingContext", s.base.to_string());
     e.set1("supportedLDAPVersion", "3");
-    e.set(
-        "supportedControl",
-        vec![OID_PAGED_RESULTS.into(), OID_MANAGE_DSA_IT.into()],
-    );
+    e.set("supportedControl", vec![OID_PAGED_RESULTS.into(), OID_MANAGE_DSA_IT.into()]);
     e.set("supportedExtension", vec![OID_WHOAMI.into()]);
     // All operational attributes (`+`) and absolute true/false filters.
-    e.set(
-        "supportedFeatures",
-        vec![
-            "1.3.6.1.4.1.4203.1.5.1".into(),
-            "1.3.6.1.4.1.4203.1.5.3".into(),
-        ],
-    );
+    e.set("supportedFeatures", vec!["1.3.6.1.4.1.4203.1.5.1".into(), "1.3.6.1.4.1.4203.1.5.3".into()]);
     e.set1("subschemaSubentry", "cn=schema");
     e.set1("vendorName", "idgate");
-    e.set1(
-        "vendorVersion",
-        concat!("idgate ", env!("CARGO_PKG_VERSION")),
-    );
+    e.set1("vendorVersion", concat!("idgate ", env!("CARGO_PKG_VERSION")));
     e
 }
 
 fn schema_entry() -> Entry {
     let dn = Dn::parse("cn=schema").unwrap_or_default();
     let mut e = Entry::new(&dn, EntryKind::Container);
-    e.set(
-        "objectClass",
-        vec!["top".into(), "subentry".into(), "subschema".into()],
-    );
+    e.set("objectClass", vec!["top".into(), "subentry".into(), "subschema".into()]);
     e.set1("cn", "schema");
     e.set1("subtreeSpecification", "{}");
     e.set1("structuralObjectClass", "subentry");
@@ -111,15 +94,8 @@ fn schema_entry() -> Entry {
 #[derive(Debug, Clone)]
 pub enum Identity {
     Anonymous,
-    User {
-        id: String,
-        dn: String,
-    },
-    Service {
-        name: String,
-        access: Access,
-        dn: String,
-    },
+    User { id: String, dn: String },
+    Service { name: String, access: Access, dn: String },
 }
 
 impl Identity {
@@ -157,41 +133,24 @@ pub struct Session {
 }
 
 fn res(code: Code, message: impl Into<String>) -> LdapResult {
-    LdapResult {
-        code,
-        matcheddn: String::new(),
-        message: message.into(),
-        referral: Vec::new(),
-    }
+    LdapResult { code, matcheddn: String::new(), message: message.into(), referral: Vec::new() }
 }
 
 fn err_res(e: LdapError) -> LdapResult {
-    LdapResult {
-        code: e.code,
-        matcheddn: e.matched_dn,
-        message: e.message,
-        referral: Vec::new(),
-    }
+    LdapResult { code: e.code, matcheddn: e.matched_dn, message: e.message, referral: Vec::new() }
 }
 
 /// The response that answers `op` with `r`; `None` for requests that have no response.
 fn response_for(op: &LdapOp, r: LdapResult) -> Option<LdapOp> {
     Some(match op {
-        LdapOp::BindRequest(_) => LdapOp::BindResponse(LdapBindResponse {
-            res: r,
-            saslcreds: None,
-        }),
+        LdapOp::BindRequest(_) => LdapOp::BindResponse(LdapBindResponse { res: r, saslcreds: None }),
         LdapOp::SearchRequest(_) => LdapOp::SearchResultDone(r),
         LdapOp::ModifyRequest(_) => LdapOp::ModifyResponse(r),
         LdapOp::AddRequest(_) => LdapOp::AddResponse(r),
         LdapOp::DelRequest(_) => LdapOp::DelResponse(r),
         LdapOp::ModifyDNRequest(_) => LdapOp::ModifyDNResponse(r),
         LdapOp::CompareRequest(_) => LdapOp::CompareResult(r),
-        LdapOp::ExtendedRequest(_) => LdapOp::ExtendedResponse(LdapExtendedResponse {
-            res: r,
-            name: None,
-            value: None,
-        }),
+        LdapOp::ExtendedRequest(_) => LdapOp::ExtendedResponse(LdapExtendedResponse { res: r, name: None, value: None }),
         _ => return None,
     })
 }
@@ -215,27 +174,13 @@ fn op_name(op: &LdapOp) -> &'static str {
 /// The first control that is critical and that we do not implement.
 fn unsupported_critical(ctrls: &[LdapControl]) -> Option<String> {
     ctrls.iter().find_map(|c| match c {
-        LdapControl::Unknown {
-            oid,
-            criticality: true,
-            ..
-        } => Some(oid.clone()),
-        LdapControl::PasswordPolicyRequest { criticality: true } => {
-            Some("1.3.6.1.4.1.42.2.27.8.5.1".into())
-        }
-        LdapControl::SyncRequest {
-            criticality: true, ..
-        } => Some("1.3.6.1.4.1.4203.1.9.1.1".into()),
-        LdapControl::SearchOptions {
-            criticality: true, ..
-        } => Some("1.2.840.113556.1.4.1340".into()),
+        LdapControl::Unknown { oid, criticality: true, .. } => Some(oid.clone()),
+        LdapControl::PasswordPolicyRequest { criticality: true } => Some("1.3.6.1.4.1.42.2.27.8.5.1".into()),
+        LdapControl::SyncRequest { criticality: true, .. } => Some("1.3.6.1.4.1.4203.1.9.1.1".into()),
+        LdapControl::SearchOptions { criticality: true, .. } => Some("1.2.840.113556.1.4.1340".into()),
         LdapControl::ShowDeleted { criticality: true } => Some("1.2.840.113556.1.4.417".into()),
-        LdapControl::SdFlags {
-            criticality: true, ..
-        } => Some("1.2.840.113556.1.4.801".into()),
-        LdapControl::ExtendedDn {
-            criticality: true, ..
-        } => Some("1.2.840.113556.1.4.529".into()),
+        LdapControl::SdFlags { criticality: true, .. } => Some("1.2.840.113556.1.4.801".into()),
+        LdapControl::ExtendedDn { criticality: true, .. } => Some("1.2.840.113556.1.4.529".into()),
         _ => None,
     })
 }
@@ -250,11 +195,7 @@ struct Selection {
 
 impl Selection {
     fn parse(attrs: &[String]) -> Selection {
-        let mut s = Selection {
-            all_user: attrs.is_empty(),
-            all_operational: false,
-            explicit: Vec::new(),
-        };
+        let mut s = Selection { all_user: attrs.is_empty(), all_operational: false, explicit: Vec::new() };
         for a in attrs {
             match a.trim() {
                 "*" => s.all_user = true,
@@ -288,28 +229,15 @@ fn render(e: &Entry, sel: &Selection, types_only: bool, everything: bool) -> Lda
         .filter(|(id, _)| sel.wants(*id) || (everything && sel.all_user))
         .map(|(id, vals)| LdapPartialAttribute {
             atype: schema::def(*id).name.to_string(),
-            vals: if types_only {
-                Vec::new()
-            } else {
-                vals.iter().map(|v| v.as_bytes().to_vec()).collect()
-            },
+            vals: if types_only { Vec::new() } else { vals.iter().map(|v| v.as_bytes().to_vec()).collect() },
         })
         .collect();
-    LdapSearchResultEntry {
-        dn: e.dn.clone(),
-        attributes,
-    }
+    LdapSearchResultEntry { dn: e.dn.clone(), attributes }
 }
 
 impl Session {
     pub fn new(ctx: Arc<LdapContext>, peer: SocketAddr) -> Session {
-        Session {
-            ctx,
-            peer,
-            identity: Identity::Anonymous,
-            paged: Vec::new(),
-            cookie_counter: 0,
-        }
+        Session { ctx, peer, identity: Identity::Anonymous, paged: Vec::new(), cookie_counter: 0 }
     }
 
     pub fn identity(&self) -> &Identity {
@@ -321,15 +249,9 @@ impl Session {
         let op = op_name(&msg.op);
         let msgid = msg.msgid;
         let mut reply = match &msg.op {
-            LdapOp::UnbindRequest => Reply {
-                msgs: Vec::new(),
-                close: true,
-            },
+            LdapOp::UnbindRequest => Reply { msgs: Vec::new(), close: true },
             // Requests run in order, so whatever Abandon names has finished; it never gets a response.
-            LdapOp::AbandonRequest(_) => Reply {
-                msgs: Vec::new(),
-                close: false,
-            },
+            LdapOp::AbandonRequest(_) => Reply { msgs: Vec::new(), close: false },
             op if response_for(op, res(Code::Success, "")).is_none() => Reply {
                 msgs: vec![ldap3_proto::simple::DisconnectionNotice::gen_response(
                     Code::ProtocolError,
@@ -340,14 +262,8 @@ impl Session {
             op => {
                 let msgs = match unsupported_critical(&msg.ctrl) {
                     Some(oid) => {
-                        let r = res(
-                            Code::UnavailableCriticalExtension,
-                            format!("critical control {oid} is not supported"),
-                        );
-                        vec![LdapMsg::new(
-                            msgid,
-                            response_for(op, r).unwrap_or(LdapOp::UnbindRequest),
-                        )]
+                        let r = res(Code::UnavailableCriticalExtension, format!("critical control {oid} is not supported"));
+                        vec![LdapMsg::new(msgid, response_for(op, r).unwrap_or(LdapOp::UnbindRequest))]
                     }
                     None => self.dispatch(msgid, &msg.op, &msg.ctrl).await,
                 };
@@ -368,10 +284,8 @@ impl Session {
             };
             if let Some(code) = code {
                 let result = format!("{code:?}");
-                metrics::counter!("idgate_ldap_requests_total", "op" => op, "result" => result)
-                    .increment(1);
-                metrics::histogram!("idgate_ldap_request_seconds", "op" => op)
-                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("idgate_ldap_requests_total", "op" => op, "result" => result).increment(1);
+                metrics::histogram!("idgate_ldap_request_seconds", "op" => op).record(started.elapsed().as_secs_f64());
             }
         }
         reply.msgs.shrink_to_fit();
@@ -381,52 +295,29 @@ impl Session {
     async fn dispatch(&mut self, msgid: i32, op: &LdapOp, ctrls: &[LdapControl]) -> Vec<LdapMsg> {
         let one = |r: Result<LdapResult, LdapError>| {
             let r = r.unwrap_or_else(err_res);
-            vec![LdapMsg::new(
-                msgid,
-                response_for(op, r).unwrap_or(LdapOp::UnbindRequest),
-            )]
+            vec![LdapMsg::new(msgid, response_for(op, r).unwrap_or(LdapOp::UnbindRequest))]
         };
         match op {
             LdapOp::BindRequest(b) => {
                 let r = self.bind(b).await;
-                vec![LdapMsg::new(
-                    msgid,
-                    LdapOp::BindResponse(LdapBindResponse {
-                        res: r,
-                        saslcreds: None,
-                    }),
-                )]
+                vec![LdapMsg::new(msgid, LdapOp::BindResponse(LdapBindResponse { res: r, saslcreds: None }))]
             }
             LdapOp::SearchRequest(s) => self.search(msgid, s, ctrls).await,
             LdapOp::CompareRequest(c) => one(self.compare(c)),
-            LdapOp::ExtendedRequest(x) => vec![LdapMsg::new(
-                msgid,
-                LdapOp::ExtendedResponse(self.extended(x)),
-            )],
-            LdapOp::AddRequest(_)
-            | LdapOp::ModifyRequest(_)
-            | LdapOp::DelRequest(_)
-            | LdapOp::ModifyDNRequest(_) => one(Err(self.write_refusal())),
-            _ => one(Err(LdapError::new(
-                Code::ProtocolError,
-                "unexpected operation",
-            ))),
+            LdapOp::ExtendedRequest(x) => vec![LdapMsg::new(msgid, LdapOp::ExtendedResponse(self.extended(x)))],
+            LdapOp::AddRequest(_) | LdapOp::ModifyRequest(_) | LdapOp::DelRequest(_) | LdapOp::ModifyDNRequest(_) => {
+                one(Err(self.write_refusal()))
+            }
+            _ => one(Err(LdapError::new(Code::ProtocolError, "unexpected operation"))),
         }
     }
 
     fn write_refusal(&self) -> LdapError {
         match &self.identity {
-            Identity::Service {
-                access: Access::Write,
-                ..
-            } => LdapError::new(
-                Code::UnwillingToPerform,
-                "this idgate version does not accept LDAP writes",
-            ),
-            _ => LdapError::new(
-                Code::InsufficentAccessRights,
-                "this identity may not write to the directory",
-            ),
+            Identity::Service { access: Access::Write, .. } => {
+                LdapError::new(Code::UnwillingToPerform, "this idgate version does not accept LDAP writes")
+            }
+            _ => LdapError::new(Code::InsufficentAccessRights, "this identity may not write to the directory"),
         }
     }
 
@@ -437,37 +328,20 @@ impl Session {
         self.identity = Identity::Anonymous;
         self.paged.clear();
         if b.version != 3 {
-            return res(
-                Code::ProtocolError,
-                format!("LDAP version {} is not supported; use version 3", b.version),
-            );
+            return res(Code::ProtocolError, format!("LDAP version {} is not supported; use version 3", b.version));
         }
         let password = match &b.cred {
             LdapBindCred::Simple(p) => p.as_str(),
             LdapBindCred::SASL(s) => {
-                return res(
-                    Code::AuthMethodNotSupported,
-                    format!(
-                        "SASL mechanism {} is not supported; use a simple bind",
-                        s.mechanism
-                    ),
-                );
+                return res(Code::AuthMethodNotSupported, format!("SASL mechanism {} is not supported; use a simple bind", s.mechanism));
             }
-            LdapBindCred::Unsupported => {
-                return res(
-                    Code::AuthMethodNotSupported,
-                    "only simple binds are supported",
-                );
-            }
+            LdapBindCred::Unsupported => return res(Code::AuthMethodNotSupported, "only simple binds are supported"),
         };
         let name = b.dn.trim();
         match (name.is_empty(), password.is_empty()) {
             (true, true) => return res(Code::Success, ""),
             (false, true) => {
-                return res(
-                    Code::UnwillingToPerform,
-                    "unauthenticated bind (a name without a password) is not allowed",
-                );
+                return res(Code::UnwillingToPerform, "unauthenticated bind (a name without a password) is not allowed");
             }
             (true, false) => return res(Code::UnwillingToPerform, "a password needs a bind name"),
             _ => {}
@@ -480,47 +354,27 @@ impl Session {
             BindTarget::User(login) => self.ctx.dir.authenticate_user(login, password, peer).await,
             BindTarget::Nobody => {
                 // Same answer as a wrong password, so names outside the tree reveal nothing.
-                Ok(self
-                    .ctx
-                    .dir
-                    .authenticate_service("\u{0}nobody", password, peer))
+                Ok(self.ctx.dir.authenticate_service("\u{0}nobody", password, peer))
             }
         };
         let result = match outcome {
             Ok(AuthOutcome::User(u)) => {
-                self.identity = Identity::User {
-                    id: u.id.clone(),
-                    dn: s.user_dn(&u.login).to_string(),
-                };
+                self.identity = Identity::User { id: u.id.clone(), dn: s.user_dn(&u.login).to_string() };
                 res(Code::Success, "")
             }
             Ok(AuthOutcome::Service { name, access }) => {
-                self.identity = Identity::Service {
-                    dn: s.service_dn(&name).to_string(),
-                    name,
-                    access,
-                };
+                self.identity = Identity::Service { dn: s.service_dn(&name).to_string(), name, access };
                 res(Code::Success, "")
             }
             Ok(AuthOutcome::Invalid) => res(Code::InvalidCredentials, "invalid credentials"),
             Ok(AuthOutcome::Throttled(d)) => res(
                 Code::InvalidCredentials,
-                format!(
-                    "too many failed binds for this name or address; try again in {} s",
-                    d.as_secs().max(1)
-                ),
+                format!("too many failed binds for this name or address; try again in {} s", d.as_secs().max(1)),
             ),
             Err(e) => {
                 let e = LdapError::from(e);
                 tracing::warn!(peer = %self.peer, error = %e.message, "bind could not be checked");
-                res(
-                    if e.code == Code::InvalidCredentials {
-                        Code::Unavailable
-                    } else {
-                        e.code
-                    },
-                    e.message,
-                )
+                res(if e.code == Code::InvalidCredentials { Code::Unavailable } else { e.code }, e.message)
             }
         };
         tracing::info!(
@@ -535,12 +389,8 @@ impl Session {
 
     fn resolve_bind_name(&self, name: &str, s: &DitSettings) -> BindTarget {
         if name.contains('=') {
-            let Ok(dn) = Dn::parse(name) else {
-                return BindTarget::Nobody;
-            };
-            let Some(rdn) = dn.rdn().map(|r| r.first().clone()) else {
-                return BindTarget::Nobody;
-            };
+            let Ok(dn) = Dn::parse(name) else { return BindTarget::Nobody };
+            let Some(rdn) = dn.rdn().map(|r| r.first().clone()) else { return BindTarget::Nobody };
             let parent = dn.parent().normalized();
             if parent == s.services.normalized() && rdn.attr == "cn" {
                 return BindTarget::Service(rdn.value);
@@ -571,24 +421,13 @@ impl Session {
             Identity::User { id, .. } => dit.snapshot.user_index(id),
             _ => None,
         };
-        Reader {
-            identity: &self.identity,
-            dit,
-            user_idx,
-        }
+        Reader { identity: &self.identity, dit, user_idx }
     }
 
     // ---- Search ---------------------------------------------------------------------------
 
-    async fn search(
-        &mut self,
-        msgid: i32,
-        req: &LdapSearchRequest,
-        ctrls: &[LdapControl],
-    ) -> Vec<LdapMsg> {
-        let done = |r: LdapResult, ctrl: Vec<LdapControl>| {
-            LdapMsg::new_with_ctrls(msgid, LdapOp::SearchResultDone(r), ctrl)
-        };
+    async fn search(&mut self, msgid: i32, req: &LdapSearchRequest, ctrls: &[LdapControl]) -> Vec<LdapMsg> {
+        let done = |r: LdapResult, ctrl: Vec<LdapControl>| LdapMsg::new_with_ctrls(msgid, LdapOp::SearchResultDone(r), ctrl);
         let paging = ctrls.iter().find_map(|c| match c {
             LdapControl::SimplePagedResults { size, cookie } => Some((*size, cookie.clone())),
             _ => None,
@@ -598,18 +437,10 @@ impl Session {
             Err(e) => return vec![done(res(Code::InvalidDNSyntax, e.to_string()), vec![])],
         };
         let selection = Selection::parse(&req.attrs);
-        let limits = Limits {
-            max_depth: self.ctx.cfg.max_filter_depth,
-            max_terms: self.ctx.cfg.max_filter_terms,
-        };
+        let limits = Limits { max_depth: self.ctx.cfg.max_filter_depth, max_terms: self.ctx.cfg.max_filter_terms };
         let filter = match Filter::compile(&req.filter, &limits) {
             Ok(f) => f,
-            Err(e @ FilterError::UnknownRule(_)) => {
-                return vec![done(
-                    res(Code::InappropriateMatching, e.to_string()),
-                    vec![],
-                )];
-            }
+            Err(e @ FilterError::UnknownRule(_)) => return vec![done(res(Code::InappropriateMatching, e.to_string()), vec![])],
             Err(e) => {
                 let msg = format!("{e} (limits: ldap.max_filter_depth, ldap.max_filter_terms)");
                 return vec![done(res(Code::UnwillingToPerform, msg), vec![])];
@@ -627,41 +458,20 @@ impl Session {
         if let Some((entry, everything)) = special {
             let mut out = Vec::new();
             if filter.eval(entry) == Tri::True {
-                out.push(LdapMsg::new(
-                    msgid,
-                    LdapOp::SearchResultEntry(render(entry, &selection, req.typesonly, everything)),
-                ));
+                out.push(LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(entry, &selection, req.typesonly, everything))));
             }
-            let ctrl = paging
-                .map(|_| {
-                    vec![LdapControl::SimplePagedResults {
-                        size: 0,
-                        cookie: Vec::new(),
-                    }]
-                })
-                .unwrap_or_default();
+            let ctrl = paging.map(|_| vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }]).unwrap_or_default();
             out.push(done(res(Code::Success, ""), ctrl));
             return out;
         }
         if !self.may_read_tree() {
             return vec![done(
-                res(
-                    Code::InsufficentAccessRights,
-                    "anonymous clients may read only the Root DSE and cn=schema; bind first",
-                ),
+                res(Code::InsufficentAccessRights, "anonymous clients may read only the Root DSE and cn=schema; bind first"),
                 vec![],
             )];
         }
 
-        let fingerprint = format!(
-            "{}|{:?}|{:?}|{:?}|{}|{}",
-            base.normalized(),
-            req.scope,
-            req.filter,
-            req.attrs,
-            req.sizelimit,
-            req.typesonly
-        );
+        let fingerprint = format!("{}|{:?}|{:?}|{:?}|{}|{}", base.normalized(), req.scope, req.filter, req.attrs, req.sizelimit, req.typesonly);
         if let Some((size, cookie)) = &paging
             && !cookie.is_empty()
         {
@@ -724,13 +534,7 @@ impl Session {
             };
             if timed_out {
                 let mut out = page(msgid, &mut p, usize::MAX);
-                out.push(done(
-                    res(Code::TimeLimitExceeded, "time limit exceeded"),
-                    vec![LdapControl::SimplePagedResults {
-                        size: 0,
-                        cookie: Vec::new(),
-                    }],
-                ));
+                out.push(done(res(Code::TimeLimitExceeded, "time limit exceeded"), vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }]));
                 return out;
             }
             return self.emit_page(msgid, p, size);
@@ -738,25 +542,12 @@ impl Session {
 
         let mut out: Vec<LdapMsg> = matched
             .iter()
-            .map(|&i| {
-                LdapMsg::new(
-                    msgid,
-                    LdapOp::SearchResultEntry(render(
-                        &dit.entries[i],
-                        &selection,
-                        req.typesonly,
-                        false,
-                    )),
-                )
-            })
+            .map(|&i| LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(&dit.entries[i], &selection, req.typesonly, false))))
             .collect();
         let r = if timed_out {
             res(Code::TimeLimitExceeded, "time limit exceeded")
         } else if size_exceeded {
-            res(
-                Code::SizeLimitExceeded,
-                format!("size limit of {size_limit} entries exceeded"),
-            )
+            res(Code::SizeLimitExceeded, format!("size limit of {size_limit} entries exceeded"))
         } else {
             res(Code::Success, "")
         };
@@ -794,35 +585,16 @@ impl Session {
         out
     }
 
-    fn continue_paged(
-        &mut self,
-        msgid: i32,
-        size: i64,
-        cookie: &[u8],
-        fingerprint: &str,
-    ) -> Vec<LdapMsg> {
+    fn continue_paged(&mut self, msgid: i32, size: i64, cookie: &[u8], fingerprint: &str) -> Vec<LdapMsg> {
         let done = |r: LdapResult| {
-            LdapMsg::new_with_ctrls(
-                msgid,
-                LdapOp::SearchResultDone(r),
-                vec![LdapControl::SimplePagedResults {
-                    size: 0,
-                    cookie: Vec::new(),
-                }],
-            )
+            LdapMsg::new_with_ctrls(msgid, LdapOp::SearchResultDone(r), vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }])
         };
         let Some(pos) = self.paged.iter().position(|p| p.cookie == cookie) else {
-            return vec![done(res(
-                Code::UnwillingToPerform,
-                "paged results cookie is invalid or expired",
-            ))];
+            return vec![done(res(Code::UnwillingToPerform, "paged results cookie is invalid or expired"))];
         };
         let p = self.paged.remove(pos);
         if p.fingerprint != fingerprint {
-            return vec![done(res(
-                Code::UnwillingToPerform,
-                "paged results cookie belongs to a different search",
-            ))];
+            return vec![done(res(Code::UnwillingToPerform, "paged results cookie belongs to a different search"))];
         }
         if size == 0 {
             // The client abandons the paged search.
@@ -834,46 +606,29 @@ impl Session {
     // ---- Compare --------------------------------------------------------------------------
 
     fn compare(&self, c: &LdapCompareRequest) -> Result<LdapResult, LdapError> {
-        let dn =
-            Dn::parse(&c.dn).map_err(|e| LdapError::new(Code::InvalidDNSyntax, e.to_string()))?;
+        let dn = Dn::parse(&c.dn).map_err(|e| LdapError::new(Code::InvalidDNSyntax, e.to_string()))?;
         if !self.may_read_tree() {
             return Err(LdapError::new(Code::InsufficentAccessRights, "bind first"));
         }
         let Some(id) = schema::lookup(&c.atype) else {
-            return Err(LdapError::new(
-                Code::UndefinedAttributeType,
-                format!("unknown attribute {}", c.atype),
-            ));
+            return Err(LdapError::new(Code::UndefinedAttributeType, format!("unknown attribute {}", c.atype)));
         };
         if schema::def(id).name == "userPassword" {
-            return Err(LdapError::new(
-                Code::InsufficentAccessRights,
-                "userPassword cannot be compared",
-            ));
+            return Err(LdapError::new(Code::InsufficentAccessRights, "userPassword cannot be compared"));
         }
-        let value = String::from_utf8(c.val.clone()).map_err(|_| {
-            LdapError::new(
-                Code::InvalidAttributeSyntax,
-                "the assertion value is not UTF-8",
-            )
-        })?;
+        let value = String::from_utf8(c.val.clone())
+            .map_err(|_| LdapError::new(Code::InvalidAttributeSyntax, "the assertion value is not UTF-8"))?;
         let snapshot = self.ctx.dir.snapshot()?;
         let dit = self.ctx.dits.get(snapshot);
         let reader = self.reader(&dit);
-        let idx = dit
-            .find(&dn)
-            .filter(|&i| reader.can_read(i))
-            .ok_or_else(|| {
-                let mut e = LdapError::new(Code::NoSuchObject, format!("no entry {}", c.dn));
-                e.matched_dn = dit.matched_dn(&dn);
-                e
-            })?;
+        let idx = dit.find(&dn).filter(|&i| reader.can_read(i)).ok_or_else(|| {
+            let mut e = LdapError::new(Code::NoSuchObject, format!("no entry {}", c.dn));
+            e.matched_dn = dit.matched_dn(&dn);
+            e
+        })?;
         let entry = &dit.entries[idx];
         if entry.get(id).is_none() {
-            return Err(LdapError::new(
-                Code::NoSuchAttribute,
-                format!("{} has no {}", c.dn, schema::def(id).name),
-            ));
+            return Err(LdapError::new(Code::NoSuchAttribute, format!("{} has no {}", c.dn, schema::def(id).name)));
         }
         Ok(match Filter::Equality(id, value).eval(entry) {
             Tri::True => res(Code::CompareTrue, ""),
@@ -891,26 +646,17 @@ impl Session {
                 value: Some(self.identity.authz_id().into_bytes()),
             },
             OID_STARTTLS => LdapExtendedResponse {
-                res: res(
-                    Code::Unavailable,
-                    "StartTLS is not available on this listener",
-                ),
+                res: res(Code::Unavailable, "StartTLS is not available on this listener"),
                 name: Some(OID_STARTTLS.into()),
                 value: None,
             },
             OID_PASSWORD_MODIFY => LdapExtendedResponse {
-                res: res(
-                    Code::UnwillingToPerform,
-                    "the password modify operation is not available in this idgate version",
-                ),
+                res: res(Code::UnwillingToPerform, "the password modify operation is not available in this idgate version"),
                 name: None,
                 value: None,
             },
             other => LdapExtendedResponse {
-                res: res(
-                    Code::ProtocolError,
-                    format!("unsupported extended operation {other}"),
-                ),
+                res: res(Code::ProtocolError, format!("unsupported extended operation {other}")),
                 name: None,
                 value: None,
             },
@@ -940,9 +686,7 @@ impl Reader<'_> {
             Identity::User { .. } => match kind {
                 EntryKind::Container => true,
                 EntryKind::User(ui) => Some(ui) == self.user_idx,
-                EntryKind::Group(gi) => self
-                    .user_idx
-                    .is_some_and(|ui| self.dit.snapshot.members_of(gi).binary_search(&ui).is_ok()),
+                EntryKind::Group(gi) => self.user_idx.is_some_and(|ui| self.dit.snapshot.members_of(gi).binary_search(&ui).is_ok()),
                 EntryKind::Service => false,
             },
         }
@@ -998,17 +742,7 @@ fn page(msgid: i32, p: &mut PagedSearch, size: usize) -> Vec<LdapMsg> {
     let end = p.next.saturating_add(size).min(p.results.len());
     let out = p.results[p.next..end]
         .iter()
-        .map(|&i| {
-            LdapMsg::new(
-                msgid,
-                LdapOp::SearchResultEntry(render(
-                    &p.dit.entries[i],
-                    &p.selection,
-                    p.types_only,
-                    false,
-                )),
-            )
-        })
+        .map(|&i| LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(&p.dit.entries[i], &p.selection, p.types_only, false))))
         .collect();
     p.next = end;
     out

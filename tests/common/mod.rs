@@ -23,8 +23,8 @@ use ldap3::controls::{Control, PagedResults, RawControl};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
 use ldap3_proto::LdapCodec;
 use ldap3_proto::proto::{
-    LdapBindCred, LdapBindRequest, LdapDerefAliases, LdapFilter, LdapMsg, LdapOp,
-    LdapResult as ProtoResult, LdapSearchRequest, LdapSearchResultEntry, LdapSearchScope,
+    LdapBindCred, LdapBindRequest, LdapDerefAliases, LdapFilter, LdapMsg, LdapOp, LdapResult as ProtoResult,
+    LdapSearchRequest, LdapSearchResultEntry, LdapSearchScope,
 };
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -103,25 +103,13 @@ impl Demo {
             let backend = backend.clone();
             let dir = dir.clone();
             Box::pin(async move {
-                let u = backend
-                    .find_user_by_login(&login)
-                    .await
-                    .expect("backend")
-                    .expect("user exists");
+                let u = backend.find_user_by_login(&login).await.expect("backend").expect("user exists");
                 let changes = UserChanges {
-                    title: Some(Some(format!(
-                        "changed at {}",
-                        time::OffsetDateTime::now_utc().unix_timestamp()
-                    ))),
+                    title: Some(Some(format!("changed at {}", time::OffsetDateTime::now_utc().unix_timestamp()))),
                     ..Default::default()
                 };
-                backend
-                    .update_user(&u.id, &changes)
-                    .await
-                    .expect("update user");
-                dir.refresh_incremental()
-                    .await
-                    .expect("incremental refresh");
+                backend.update_user(&u.id, &changes).await.expect("update user");
+                dir.refresh_incremental().await.expect("incremental refresh");
             })
         });
         DirFixture {
@@ -134,9 +122,7 @@ impl Demo {
             user_password: "alice-demo".into(),
             user_dn: "uid=alice,ou=people,dc=example,dc=com".into(),
             user_mail: "alice@example.com".into(),
-            user_groups: ["developers", "admins", "staff", "nextcloud_users"]
-                .map(String::from)
-                .to_vec(),
+            user_groups: ["developers", "admins", "staff", "nextcloud_users"].map(String::from).to_vec(),
             login_group: "nextcloud_users".into(),
             admin_group: "admins".into(),
             outsider_login: "dave".into(),
@@ -150,9 +136,7 @@ impl Demo {
 }
 
 pub fn demo_config_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("config")
-        .join("demo.toml")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config").join("demo.toml")
 }
 
 /// The demo config with both listeners on ephemeral loopback ports.
@@ -177,11 +161,7 @@ pub async fn start_demo_with(edit: impl FnOnce(&mut Config)) -> Demo {
         .expect("gateway starts in time")
         .expect("gateway starts");
     let url = format!("ldap://{}", running.ldap_addr);
-    Demo {
-        running,
-        backend,
-        url,
-    }
+    Demo { running, backend, url }
 }
 
 pub async fn start_demo_full() -> Demo {
@@ -197,19 +177,14 @@ pub async fn start_demo() -> Running {
 
 pub async fn connect(url: &str) -> Ldap {
     let settings = LdapConnSettings::new().set_conn_timeout(Duration::from_secs(5));
-    let (conn, ldap) = LdapConnAsync::with_settings(settings, url)
-        .await
-        .expect("connect to the gateway");
+    let (conn, ldap) = LdapConnAsync::with_settings(settings, url).await.expect("connect to the gateway");
     ldap3::drive!(conn);
     ldap
 }
 
 /// Binds and returns the result code.
 pub async fn try_bind(ldap: &mut Ldap, dn: &str, pw: &str) -> LdapResult {
-    ldap.with_timeout(WAIT)
-        .simple_bind(dn, pw)
-        .await
-        .expect("bind answered")
+    ldap.with_timeout(WAIT).simple_bind(dn, pw).await.expect("bind answered")
 }
 
 /// Connects and binds, asserting success.
@@ -232,22 +207,12 @@ pub async fn search(
     filter: &str,
     attrs: &[&str],
 ) -> (Vec<SearchEntry>, LdapResult) {
-    let r = ldap
-        .with_timeout(WAIT)
-        .search(base, scope, filter, attrs.to_vec())
-        .await
-        .expect("search answered");
+    let r = ldap.with_timeout(WAIT).search(base, scope, filter, attrs.to_vec()).await.expect("search answered");
     (r.0.into_iter().map(SearchEntry::construct).collect(), r.1)
 }
 
 /// A search that must succeed.
-pub async fn search_ok(
-    ldap: &mut Ldap,
-    base: &str,
-    scope: Scope,
-    filter: &str,
-    attrs: &[&str],
-) -> Vec<SearchEntry> {
+pub async fn search_ok(ldap: &mut Ldap, base: &str, scope: Scope, filter: &str, attrs: &[&str]) -> Vec<SearchEntry> {
     let (entries, res) = search(ldap, base, scope, filter, attrs).await;
     assert_eq!(res.rc, 0, "search {filter} under {base:?} failed: {res}");
     entries
@@ -279,10 +244,7 @@ pub fn paged_control(size: i32, cookie: Vec<u8>, critical: bool) -> RawControl {
 
 /// The paged-results response control of a result, if any.
 pub fn paged_response(res: &LdapResult) -> Option<PagedResults> {
-    res.ctrls
-        .iter()
-        .find(|Control(_, raw)| raw.ctype == PAGED_OID)
-        .map(|Control(_, raw)| raw.parse::<PagedResults>())
+    res.ctrls.iter().find(|Control(_, raw)| raw.ctype == PAGED_OID).map(|Control(_, raw)| raw.parse::<PagedResults>())
 }
 
 pub struct Paged {
@@ -300,33 +262,14 @@ pub async fn paged_search(
     filter: &str,
     attrs: &[&str],
 ) -> Paged {
-    let mut out = Paged {
-        entries: Vec::new(),
-        pages: 0,
-    };
+    let mut out = Paged { entries: Vec::new(), pages: 0 };
     let mut cookie = Vec::new();
     loop {
         assert!(out.pages < 100_000, "paged search does not end");
-        let (entries, res) = search_ctrl(
-            ldap,
-            vec![paged_control(page_size, cookie, critical)],
-            base,
-            scope,
-            filter,
-            attrs,
-        )
-        .await;
-        assert_eq!(
-            res.rc,
-            0,
-            "paged search {filter} page {} failed: {res}",
-            out.pages + 1
-        );
-        assert!(
-            entries.len() <= page_size as usize,
-            "page of {} entries for page size {page_size}",
-            entries.len()
-        );
+        let (entries, res) =
+            search_ctrl(ldap, vec![paged_control(page_size, cookie, critical)], base, scope, filter, attrs).await;
+        assert_eq!(res.rc, 0, "paged search {filter} page {} failed: {res}", out.pages + 1);
+        assert!(entries.len() <= page_size as usize, "page of {} entries for page size {page_size}", entries.len());
         out.pages += 1;
         out.entries.extend(entries);
         let pr = paged_response(&res).expect("paged search answers with a paged-results control");
@@ -339,33 +282,20 @@ pub async fn paged_search(
 
 /// Values of an attribute, looked up without regard to case.
 pub fn attr(e: &SearchEntry, name: &str) -> Vec<String> {
-    e.attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
+    e.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
 pub fn has_attr(e: &SearchEntry, name: &str) -> bool {
-    e.attrs
-        .keys()
-        .chain(e.bin_attrs.keys())
-        .any(|k| k.eq_ignore_ascii_case(name))
+    e.attrs.keys().chain(e.bin_attrs.keys()).any(|k| k.eq_ignore_ascii_case(name))
 }
 
 pub fn first(e: &SearchEntry, name: &str) -> String {
-    attr(e, name)
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("{} has no {name}: {:?}", e.dn, e.attrs))
+    attr(e, name).into_iter().next().unwrap_or_else(|| panic!("{} has no {name}: {:?}", e.dn, e.attrs))
 }
 
 /// Lower-cased and with spaces after commas removed: enough to compare DNs this server writes.
 pub fn norm_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|p| p.trim().to_lowercase())
-        .collect::<Vec<_>>()
-        .join(",")
+    dn.split(',').map(|p| p.trim().to_lowercase()).collect::<Vec<_>>().join(",")
 }
 
 pub fn dn_set<'a>(dns: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
@@ -378,11 +308,7 @@ pub fn lower_set<'a>(vals: impl IntoIterator<Item = &'a String>) -> BTreeSet<Str
 
 /// Value of the first RDN of a DN (`uid=alice,ou=…` → `alice`).
 pub fn rdn_value(dn: &str) -> String {
-    dn.split(',')
-        .next()
-        .and_then(|r| r.split_once('='))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default()
+    dn.split(',').next().and_then(|r| r.split_once('=')).map(|(_, v)| v.trim().to_string()).unwrap_or_default()
 }
 
 // ---- GeneralizedTime ------------------------------------------------------------------------------
@@ -397,20 +323,14 @@ pub fn parse_gt(s: &str) -> i64 {
 
 pub fn format_gt(unix: i64) -> String {
     let fmt = time::macros::format_description!("[year][month][day][hour][minute][second]Z");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .expect("valid time")
-        .format(&fmt)
-        .expect("format")
+    time::OffsetDateTime::from_unix_timestamp(unix).expect("valid time").format(&fmt).expect("format")
 }
 
 /// Waits (bounded) until the wall clock is past `unix`, so a change made now gets a later time.
 pub async fn wait_past(unix: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while time::OffsetDateTime::now_utc().unix_timestamp() <= unix {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "clock did not pass {unix}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "clock did not pass {unix}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -425,14 +345,9 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: std::net::SocketAddr) -> Raw {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        Raw {
-            framed: Framed::new(stream, LdapCodec::new(Some(64 * 1024 * 1024), None)),
-            next_id: 1,
-        }
+        let stream =
+            tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
+        Raw { framed: Framed::new(stream, LdapCodec::new(Some(64 * 1024 * 1024), None)), next_id: 1 }
     }
 
     pub async fn send(&mut self, op: LdapOp, ctrl: Vec<ldap3_proto::control::LdapControl>) -> i32 {
@@ -442,36 +357,23 @@ impl Raw {
         id
     }
 
-    pub async fn send_with_id(
-        &mut self,
-        id: i32,
-        op: LdapOp,
-        ctrl: Vec<ldap3_proto::control::LdapControl>,
-    ) {
-        tokio::time::timeout(
-            WAIT,
-            self.framed.send(LdapMsg::new_with_ctrls(id, op, ctrl)),
-        )
-        .await
-        .expect("send in time")
-        .expect("send");
+    pub async fn send_with_id(&mut self, id: i32, op: LdapOp, ctrl: Vec<ldap3_proto::control::LdapControl>) {
+        tokio::time::timeout(WAIT, self.framed.send(LdapMsg::new_with_ctrls(id, op, ctrl)))
+            .await
+            .expect("send in time")
+            .expect("send");
     }
 
     /// Next message; `None` when the server closed the connection (or reset it).
     pub async fn recv(&mut self) -> Option<LdapMsg> {
-        match tokio::time::timeout(WAIT, self.framed.next())
-            .await
-            .expect("server answers in time")
-        {
+        match tokio::time::timeout(WAIT, self.framed.next()).await.expect("server answers in time") {
             Some(Ok(m)) => Some(m),
             Some(Err(_)) | None => None,
         }
     }
 
     pub async fn recv_some(&mut self) -> LdapMsg {
-        self.recv()
-            .await
-            .expect("a message, not a closed connection")
+        self.recv().await.expect("a message, not a closed connection")
     }
 
     pub async fn bind(&mut self, dn: &str, pw: &str) -> ProtoResult {
@@ -498,11 +400,7 @@ impl Raw {
         &mut self,
         req: LdapSearchRequest,
         ctrl: Vec<ldap3_proto::control::LdapControl>,
-    ) -> (
-        Vec<LdapSearchResultEntry>,
-        ProtoResult,
-        Vec<ldap3_proto::control::LdapControl>,
-    ) {
+    ) -> (Vec<LdapSearchResultEntry>, ProtoResult, Vec<ldap3_proto::control::LdapControl>) {
         let id = self.send(LdapOp::SearchRequest(req), ctrl).await;
         let mut entries = Vec::new();
         loop {
@@ -523,12 +421,7 @@ impl Raw {
     }
 }
 
-pub fn search_req(
-    base: &str,
-    scope: LdapSearchScope,
-    filter: &str,
-    attrs: &[&str],
-) -> LdapSearchRequest {
+pub fn search_req(base: &str, scope: LdapSearchScope, filter: &str, attrs: &[&str]) -> LdapSearchRequest {
     LdapSearchRequest {
         base: base.into(),
         scope,
@@ -536,8 +429,7 @@ pub fn search_req(
         sizelimit: 0,
         timelimit: 0,
         typesonly: false,
-        filter: ldap3_proto::parse_ldap_filter_str(filter)
-            .unwrap_or_else(|e| panic!("test filter {filter}: {e}")),
+        filter: ldap3_proto::parse_ldap_filter_str(filter).unwrap_or_else(|e| panic!("test filter {filter}: {e}")),
         attrs: attrs.iter().map(|a| a.to_string()).collect(),
     }
 }
@@ -551,25 +443,14 @@ pub fn raw_attr(e: &LdapSearchResultEntry, name: &str) -> Vec<String> {
     e.attributes
         .iter()
         .filter(|a| a.atype.eq_ignore_ascii_case(name))
-        .flat_map(|a| {
-            a.vals
-                .iter()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        })
+        .flat_map(|a| a.vals.iter().map(|v| String::from_utf8_lossy(v).into_owned()))
         .collect()
 }
 
 /// Checks that a brand-new client can still bind and search.
 pub async fn assert_healthy(url: &str, fx: &DirFixture) {
     let mut ldap = bind_service(url, fx).await;
-    let e = search_ok(
-        &mut ldap,
-        &fx.users_base,
-        Scope::Subtree,
-        &format!("(uid={})", fx.user_login),
-        &["uid"],
-    )
-    .await;
+    let e = search_ok(&mut ldap, &fx.users_base, Scope::Subtree, &format!("(uid={})", fx.user_login), &["uid"]).await;
     assert_eq!(e.len(), 1, "fresh client finds the user");
     assert_eq!(first(&e[0], "uid"), fx.user_login);
     let _ = ldap.unbind().await;
