@@ -121,6 +121,9 @@ impl Dn {
     pub fn len(&self) -> usize {
         self.rdns.len()
     }
+    pub fn is_empty(&self) -> bool {
+        self.rdns.is_empty()
+    }
     pub fn is_root(&self) -> bool {
         self.rdns.is_empty()
     }

@@ -10,12 +10,38 @@ use ldap3_proto::proto::LdapResultCode as Code;
 use ldap3_proto::simple::DisconnectionNotice;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio_util::codec::Framed;
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Decoder, Encoder, Framed};
 
 use super::session::{LdapContext, Session};
 
 /// BER nesting allowed by the decoder; deeper filters are cut off before they cost anything.
 const MAX_BER_DEPTH: usize = 160;
+
+/// The LDAP codec, refusing at once input whose first octet cannot start an LDAPMessage (a
+/// SEQUENCE, 0x30). Without this, bytes such as an HTTP request parse as the start of some other
+/// element with a large length, and the connection waits for the idle timeout.
+struct Codec(LdapCodec);
+
+impl Decoder for Codec {
+    type Item = ldap3_proto::proto::LdapMsg;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        if buf.first().is_some_and(|&b| b != 0x30) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not an LDAP message"));
+        }
+        self.0.decode(buf)
+    }
+}
+
+impl Encoder<ldap3_proto::proto::LdapMsg> for Codec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, msg: ldap3_proto::proto::LdapMsg, buf: &mut BytesMut) -> Result<(), Self::Error> {
+        self.0.encode(msg, buf)
+    }
+}
 
 pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(ctx.cfg.max_connections.max(1)));
@@ -61,7 +87,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mut shutdown: w
 
 async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
     let idle = ctx.cfg.idle_timeout;
-    let codec = LdapCodec::new(Some(ctx.cfg.max_message_bytes), Some(MAX_BER_DEPTH));
+    let codec = Codec(LdapCodec::new(Some(ctx.cfg.max_message_bytes), Some(MAX_BER_DEPTH)));
     let mut framed = Framed::new(stream, codec);
     let mut session = Session::new(ctx, peer);
     tracing::debug!(%peer, "LDAP connection opened");
