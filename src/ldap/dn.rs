@@ -127,9 +127,6 @@ impl Dn {
     pub fn is_root(&self) -> bool {
         self.rdns.is_empty()
     }
-    pub fn is_empty(&self) -> bool {
-        self.is_root()
-    }
     pub fn rdn(&self) -> Option<&Rdn> {
         self.rdns.first()
     }
