@@ -2,14 +2,16 @@
 //! ERP appear after a refresh, and an ERP outage degrades exactly as documented (cached reads and
 //! cached binds keep working, other binds answer unavailable, never invalidCredentials).
 
+mod common;
 mod support;
 
 use std::time::Duration;
 
+use common::{DirFixture, TouchFn, replays};
 use idgate::app::Running;
 use idgate::config::Config;
 use ldap3::{LdapConnAsync, Scope, SearchEntry};
-use support::dolibarr_sim::{DolibarrSim, JDOE_PASSWORD, READER_PASSWORD, Version};
+use support::dolibarr_sim::{DolibarrSim, JDOE_PASSWORD, NORIGHTS_PASSWORD, READER_PASSWORD, Version};
 
 const BASE: &str = "dc=example,dc=com";
 const SVC: &str = "cn=reader,ou=services,dc=example,dc=com";
@@ -191,4 +193,58 @@ async fn a_partial_refresh_never_replaces_the_snapshot() {
     r.directory.refresh_full().await.expect("the next refresh succeeds");
     assert_eq!(find(&r, "(uid=halfway)").await.1.len(), 1);
     r.shutdown().await;
+}
+
+/// The seven application replays of the demo, this time with Dolibarr (simulated) behind idgate.
+#[tokio::test]
+async fn client_replays_against_dolibarr() {
+    for version in [Version::V22, Version::V23] {
+        let sim = std::sync::Arc::new(DolibarrSim::start(version).await);
+        // A disabled account with a password, as an administrator would leave it in the ERP.
+        let disabled = sim.user_id("borndisabled").expect("seeded");
+        sim.set_password(disabled, Some("Borndisabled-Secret-1"));
+        sim.disable_user(disabled);
+        let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
+        let url = format!("ldap://{}", r.ldap_addr);
+        let users = r.directory.health().users;
+        assert!(users >= 7, "{users}");
+        let (sim2, dir) = (sim.clone(), r.directory.clone());
+        let touch: TouchFn = std::sync::Arc::new(move |login: String| {
+            let (sim, dir) = (sim2.clone(), dir.clone());
+            Box::pin(async move {
+                let id = sim.user_id(&login).expect("user exists");
+                let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+                sim.set_user_field(id, "job", serde_json::json!(format!("changed at {stamp}")));
+                dir.refresh_incremental().await.expect("incremental refresh");
+            })
+        });
+        let fx = DirFixture {
+            base_dn: BASE.into(),
+            users_base: "ou=people,dc=example,dc=com".into(),
+            groups_base: "ou=groups,dc=example,dc=com".into(),
+            service_dn: SVC.into(),
+            service_password: "svc-pw".into(),
+            user_login: "jdoe".into(),
+            user_password: JDOE_PASSWORD.into(),
+            user_dn: "uid=jdoe,ou=people,dc=example,dc=com".into(),
+            user_mail: "jdoe@example.com".into(),
+            user_groups: vec!["developers".into(), "sales".into()],
+            login_group: "developers".into(),
+            admin_group: "sales".into(),
+            outsider_login: "norights".into(),
+            outsider_password: NORIGHTS_PASSWORD.into(),
+            disabled_login: "borndisabled".into(),
+            disabled_password: "Borndisabled-Secret-1".into(),
+            user_count: users,
+            touch: Some(touch),
+        };
+        replays::replay_nextcloud(&url, &fx).await;
+        replays::replay_gitea(&url, &fx).await;
+        replays::replay_grafana(&url, &fx).await;
+        replays::replay_jenkins(&url, &fx).await;
+        replays::replay_sssd(&url, &fx).await;
+        replays::replay_keycloak(&url, &fx).await;
+        replays::replay_foreman(&url, &fx).await;
+        r.shutdown().await;
+    }
 }
