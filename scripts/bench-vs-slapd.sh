@@ -23,7 +23,7 @@ trap cleanup EXIT
 
 cargo build --release --quiet
 cargo bench --bench ldap_search --no-run --quiet 2>/dev/null
-bench() { cargo bench --quiet --bench ldap_search 2>/dev/null; }
+bench() { cargo bench --quiet --bench ldap_search; }
 
 # slapd with back-mdb, equality indexes like idgate's
 mkdir -p "$work/db"
@@ -35,6 +35,7 @@ include /etc/ldap/schema/inetorgperson.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile $work/slapd.pid
+loglevel 0
 database mdb
 maxsize 1073741824
 suffix "dc=example,dc=com"

@@ -5,6 +5,7 @@
 mod bind_cache;
 pub mod snapshot;
 mod throttle;
+mod write;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::model::{Group, User};
 pub use bind_cache::BindCache;
 pub use snapshot::Snapshot;
 use throttle::Throttle;
+pub use write::Actor;
 
 /// Why the directory could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
