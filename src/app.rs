@@ -12,12 +12,16 @@ use tokio::sync::watch;
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::ldap::server::{Mode, serve};
 use crate::ldap::session::LdapContext;
+use crate::ldap::tls::{Source, Tls};
 
 /// A started gateway. Call [`Running::shutdown`] to stop it gracefully; dropping it stops the
 /// listeners abruptly.
 pub struct Running {
     pub ldap_addr: SocketAddr,
+    /// The LDAPS listener, when configured.
+    pub ldaps_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     pub directory: Arc<Directory>,
     shutdown: watch::Sender<bool>,
@@ -66,12 +70,45 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
     let (tx, rx) = watch::channel(false);
     let mut tasks = vec![directory.spawn_refresher(rx.clone())];
 
+    let tls = if cfg.ldap.starttls || cfg.ldap.ldaps_listen.is_some() {
+        let source = match (&cfg.ldap.tls_cert, &cfg.ldap.tls_key) {
+            (Some(cert), Some(key)) => Source::Files { cert: cert.clone(), key: key.clone() },
+            _ => Source::SelfSigned,
+        };
+        Some(Arc::new(Tls::new(source)?))
+    } else {
+        None
+    };
     let ldap_listener = TcpListener::bind(cfg.ldap.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for LDAP on {}: {e}", cfg.ldap.listen))?;
     let ldap_addr = ldap_listener.local_addr()?;
     let ctx = Arc::new(LdapContext::new(cfg.ldap.clone(), directory.clone()).map_err(anyhow::Error::msg)?);
-    tasks.push(tokio::spawn(crate::ldap::server::serve(ldap_listener, ctx, rx.clone())));
+    let starttls = if cfg.ldap.starttls { tls.clone() } else { None };
+    tasks.push(tokio::spawn(serve(ldap_listener, ctx.clone(), Mode::Plain { starttls }, rx.clone())));
+    let mut ldaps_addr = None;
+    if let (Some(addr), Some(tls)) = (cfg.ldap.ldaps_listen, &tls) {
+        let l = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen for LDAPS on {addr}: {e}"))?;
+        ldaps_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(serve(l, ctx, Mode::Ldaps(tls.clone()), rx.clone())));
+    }
+    #[cfg(unix)]
+    if let Some(tls) = tls.clone() {
+        let mut stop = rx.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        if let Err(e) = tls.reload() {
+                            tracing::error!(error = %e, "TLS reload failed; keeping the current certificate");
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
 
     let http_listener = TcpListener::bind(cfg.http.listen)
         .await
@@ -98,8 +135,8 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
             }
         }));
     }
-    tracing::info!(%ldap_addr, %http_addr, "idgate listening");
-    Ok(Running { ldap_addr, http_addr, directory, shutdown: tx, tasks })
+    tracing::info!(%ldap_addr, ?ldaps_addr, %http_addr, "idgate listening");
+    Ok(Running { ldap_addr, ldaps_addr, http_addr, directory, shutdown: tx, tasks })
 }
 
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {

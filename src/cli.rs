@@ -88,7 +88,12 @@ async fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     println!("  http: {}", cfg.http.listen);
     println!(
         "  service accounts: {}",
-        cfg.ldap.service_accounts.iter().map(|s| format!("{} ({:?})", s.name, s.access)).collect::<Vec<_>>().join(", ")
+        cfg.ldap
+            .service_accounts
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.access.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let backend = match crate::backend::build(&cfg.backend) {
         Ok(b) => b,

@@ -14,7 +14,7 @@ fn check_config_reports_the_demo_backend() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("backend: memory reachable"), "{out}");
     assert!(out.contains("21 users"), "{out}");
-    assert!(out.contains("reader (Read)"), "{out}");
+    assert!(out.contains("reader (read)"), "{out}");
 }
 
 #[test]

@@ -133,6 +133,17 @@ pub trait Backend: Send + Sync + 'static {
     /// is unknown.
     async fn check_password(&self, user: &User, password: &str) -> BackendResult<bool>;
 
+    /// Checks a new password against the backend's own rules before anything is sent, so the
+    /// client learns why in plain words instead of from a backend error.
+    fn validate_password(&self, _password: &str) -> BackendResult<()> {
+        Ok(())
+    }
+
+    /// The error for an operation this backend (or its detected version) cannot do.
+    fn unsupported(&self, what: &str) -> BackendError {
+        BackendError::Unsupported { backend: self.kind(), what: what.to_string() }
+    }
+
     async fn create_group(&self, group: &NewGroup) -> BackendResult<Group>;
     async fn update_group(&self, id: &str, changes: &GroupChanges) -> BackendResult<Group>;
     async fn delete_group(&self, id: &str) -> BackendResult<()>;

@@ -95,6 +95,32 @@ pub struct LdapConfig {
     /// `{login}` is replaced by the user's login.
     pub home_directory: String,
     pub service_accounts: Vec<ServiceAccount>,
+    /// Offer StartTLS on the plain listener.
+    pub starttls: bool,
+    /// LDAPS listener (TLS from the first byte); none by default.
+    pub ldaps_listen: Option<SocketAddr>,
+    /// PEM certificate chain and key; with neither, a self-signed certificate is generated at start.
+    /// Both are reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Refuse binds and operations over plain text (confidentialityRequired).
+    pub require_tls: bool,
+    /// Shortest password accepted by idgate itself (the backend may demand more).
+    pub password_min_length: usize,
+    /// Users may change their own password (Password Modify or a userPassword modify).
+    pub users_may_change_password: bool,
+    /// A user changing their own password must prove the old one.
+    pub self_password_change_requires_old: bool,
+    /// What an LDAP Delete of a user does: `delete` it in the backend, or `disable` it.
+    pub delete_mode: DeleteMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    #[default]
+    Delete,
+    Disable,
 }
 
 impl Default for LdapConfig {
@@ -121,6 +147,15 @@ impl Default for LdapConfig {
             login_shell: "/bin/bash".into(),
             home_directory: "/home/{login}".into(),
             service_accounts: Vec::new(),
+            starttls: false,
+            ldaps_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            password_min_length: 8,
+            users_may_change_password: true,
+            self_password_change_requires_old: true,
+            delete_mode: DeleteMode::Delete,
         }
     }
 }
@@ -131,14 +166,68 @@ pub struct ServiceAccount {
     /// The account binds as `cn=<name>,<services_rdn>,<base_dn>`.
     pub name: String,
     pub password: Secret,
-    pub access: Access,
+    /// `"read"` or `"write"` on the whole tree, or per subtree: `{ users = "write", groups = "read" }`.
+    pub access: Rights,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
+    None,
     Read,
     Write,
+}
+
+/// What a service account may do with users and with groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights {
+    pub users: Access,
+    pub groups: Access,
+}
+
+impl Rights {
+    pub const fn all(a: Access) -> Rights {
+        Rights { users: a, groups: a }
+    }
+
+    /// `read`, `write`, or `users: write, groups: read`.
+    pub fn describe(&self) -> String {
+        let name = |a: Access| format!("{a:?}").to_lowercase();
+        if self.users == self.groups {
+            name(self.users)
+        } else {
+            format!("users: {}, groups: {}", name(self.users), name(self.groups))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rights, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Split {
+            #[serde(default = "no_access")]
+            users: Access,
+            #[serde(default = "no_access")]
+            groups: Access,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            All(Access),
+            Split(Split),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("access must be \"read\", \"write\" or { users = \"...\", groups = \"...\" }")
+        })? {
+            Raw::All(a) => Ok(Rights::all(a)),
+            Raw::Split(s) => Ok(Rights { users: s.users, groups: s.groups }),
+        }
+    }
+}
+
+fn no_access() -> Access {
+    Access::None
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +345,11 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let mut cfg = Config::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        for p in [&mut cfg.ldap.tls_cert, &mut cfg.ldap.tls_key].into_iter().flatten() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
         if let BackendConfig::Memory(m) = &mut cfg.backend
             && let Some(seed) = &m.seed
             && seed.is_relative()
@@ -288,6 +382,12 @@ impl Config {
             if sa.name.is_empty() || !names.insert(sa.name.to_ascii_lowercase()) {
                 return Err(format!("ldap.service_accounts: empty or duplicate name {:?}", sa.name));
             }
+        }
+        if self.ldap.tls_cert.is_some() != self.ldap.tls_key.is_some() {
+            return Err("ldap.tls_cert and ldap.tls_key go together".into());
+        }
+        if self.ldap.require_tls && !self.ldap.starttls && self.ldap.ldaps_listen.is_none() {
+            return Err("ldap.require_tls needs ldap.starttls or ldap.ldaps_listen".into());
         }
         if self.ldap.max_message_bytes < 1024 {
             return Err("ldap.max_message_bytes: at least 1024".into());
@@ -345,6 +445,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.cache.refresh_interval, Duration::from_secs(120));
         assert_eq!(c.ldap.service_accounts[0].password.expose(), "from-env");
+        assert_eq!(c.ldap.service_accounts[0].access, Rights::all(Access::Read));
         assert_eq!(c.ldap.service_accounts[1].password.expose(), "literal");
         assert!(!format!("{:?}", c.ldap.service_accounts).contains("literal"));
     }
@@ -367,6 +468,20 @@ mod tests {
             }
         }
         assert!(n >= 2, "demo and dolibarr configs");
+    }
+
+    #[test]
+    fn rights_per_subtree() {
+        let c = Config::parse(
+            "[[ldap.service_accounts]]\nname=\"k\"\npassword=\"p\"\naccess={users=\"write\"}\n[backend]\nkind=\"memory\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.ldap.service_accounts[0].access, Rights { users: Access::Write, groups: Access::None });
+        let e = Config::parse(
+            "[[ldap.service_accounts]]\nname=\"k\"\npassword=\"p\"\naccess=\"admin\"\n[backend]\nkind=\"memory\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("access must be"), "{e}");
     }
 
     #[test]

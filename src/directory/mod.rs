@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{Mutex, watch};
 
 use crate::backend::{Backend, BackendError, Capabilities};
-use crate::config::{Access, Config, ServiceAccount};
+use crate::config::{Config, Rights, ServiceAccount};
 use crate::model::{Group, User};
 pub use bind_cache::BindCache;
 pub use snapshot::Snapshot;
@@ -40,7 +40,7 @@ pub enum AuthOutcome {
     User(Arc<User>),
     Service {
         name: String,
-        access: Access,
+        access: Rights,
     },
     /// Wrong name or password; deliberately says no more.
     Invalid,
@@ -474,7 +474,7 @@ mod tests {
         cfg.ldap.service_accounts.push(ServiceAccount {
             name: "reader".into(),
             password: crate::config::Secret::new("pw"),
-            access: Access::Read,
+            access: Rights::all(crate::config::Access::Read),
         });
         tweak(&mut cfg);
         let seed: Seed = serde_json::from_str(seed).unwrap();
@@ -548,7 +548,7 @@ mod tests {
         let (d, _) = dir(SEED, |_| {});
         assert!(matches!(
             d.authenticate_service("Reader", "pw", IP),
-            AuthOutcome::Service { access: Access::Read, .. }
+            AuthOutcome::Service { access: Rights { users: crate::config::Access::Read, .. }, .. }
         ));
         assert!(matches!(d.authenticate_service("reader", "pw2", IP), AuthOutcome::Invalid));
         assert!(matches!(d.authenticate_service("nobody", "pw", IP), AuthOutcome::Invalid));

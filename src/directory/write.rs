@@ -26,10 +26,6 @@ impl Actor {
     }
 }
 
-fn unsupported(backend: &'static str, what: &str) -> DirectoryError {
-    DirectoryError::Backend(BackendError::Unsupported { backend, what: what.to_string() })
-}
-
 fn audit<T>(actor: &Actor, op: &str, target: &str, result: &Result<T, DirectoryError>) {
     match result {
         Ok(_) => tracing::info!(
@@ -50,7 +46,7 @@ fn audit<T>(actor: &Actor, op: &str, target: &str, result: &Result<T, DirectoryE
 
 impl Directory {
     fn check(&self, allowed: bool, what: &str) -> Result<(), DirectoryError> {
-        if allowed { Ok(()) } else { Err(unsupported(self.backend.kind(), what)) }
+        if allowed { Ok(()) } else { Err(self.backend.unsupported(what).into()) }
     }
 
     fn login_taken(&self, login: &str, except: Option<&str>) -> Result<bool, DirectoryError> {
@@ -66,6 +62,9 @@ impl Directory {
     pub async fn create_user(&self, actor: &Actor, new: NewUser) -> Result<Arc<User>, DirectoryError> {
         let r = async {
             self.check(self.capabilities().user_create, "creating users")?;
+            if let Some(p) = &new.password {
+                self.backend.validate_password(p)?;
+            }
             if self.login_taken(&new.login, None)? {
                 return Err(BackendError::Conflict(format!("login {} already exists", new.login)).into());
             }
@@ -131,6 +130,7 @@ impl Directory {
     pub async fn set_password(&self, actor: &Actor, id: &str, password: &str) -> Result<(), DirectoryError> {
         let r = async {
             self.check(self.capabilities().password_set, "setting passwords")?;
+            self.backend.validate_password(password)?;
             let res = self.backend.set_password(id, password).await;
             // Evict even on failure: the backend may have applied it before failing.
             self.evict_bind_cache(id);

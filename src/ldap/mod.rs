@@ -8,3 +8,4 @@ pub mod matching;
 pub mod schema;
 pub mod server;
 pub mod session;
+pub mod tls;

@@ -7,13 +7,32 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use ldap3_proto::LdapCodec;
 use ldap3_proto::proto::LdapResultCode as Code;
+use ldap3_proto::proto::{LdapExtendedResponse, LdapMsg, LdapOp, LdapResult};
 use ldap3_proto::simple::DisconnectionNotice;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::server::TlsStream;
 use tokio_util::bytes::BytesMut;
-use tokio_util::codec::{Decoder, Encoder, Framed};
+use tokio_util::codec::{Decoder, Encoder, Framed, FramedParts};
+use tokio_util::either::Either;
 
-use super::session::{LdapContext, Session};
+use super::session::{LdapContext, OID_STARTTLS, Session};
+use super::tls::Tls;
+
+/// A client connection, in clear text or TLS.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a listener speaks.
+#[derive(Clone)]
+pub enum Mode {
+    /// Plain LDAP, with StartTLS when a TLS configuration is given.
+    Plain { starttls: Option<Arc<Tls>> },
+    /// LDAPS: TLS from the first byte.
+    Ldaps(Arc<Tls>),
+}
 
 /// BER nesting allowed by the decoder; deeper filters are cut off before they cost anything.
 const MAX_BER_DEPTH: usize = 160;
@@ -43,7 +62,7 @@ impl Encoder<ldap3_proto::proto::LdapMsg> for Codec {
     }
 }
 
-pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mode: Mode, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(ctx.cfg.max_connections.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -63,9 +82,21 @@ pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mut shutdown: w
             Ok(permit) => {
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
+                let mode = mode.clone();
                 tasks.spawn(async move {
                     metrics::gauge!("idgate_ldap_connections").increment(1.0);
-                    connection(stream, peer, ctx, shutdown).await;
+                    match mode {
+                        Mode::Plain { starttls } => {
+                            connection(Either::Left(stream), peer, ctx, starttls, shutdown).await
+                        }
+                        Mode::Ldaps(tls) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+                                Ok(Ok(s)) => connection(Either::Right(s), peer, ctx, None, shutdown).await,
+                                Ok(Err(e)) => tracing::info!(%peer, error = %e, "LDAPS handshake failed"),
+                                Err(_) => tracing::info!(%peer, "LDAPS handshake timed out"),
+                            }
+                        }
+                    }
                     metrics::gauge!("idgate_ldap_connections").decrement(1.0);
                     drop(permit);
                 });
@@ -85,11 +116,55 @@ pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mut shutdown: w
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<LdapContext>, mut shutdown: watch::Receiver<bool>) {
+fn starttls_reply(msgid: i32, r: LdapResult) -> LdapMsg {
+    LdapMsg::new(
+        msgid,
+        LdapOp::ExtendedResponse(LdapExtendedResponse { res: r, name: Some(OID_STARTTLS.into()), value: None }),
+    )
+}
+
+/// Answers a StartTLS request and performs the handshake on the same socket. `None` when the
+/// connection must close.
+async fn start_tls(
+    mut framed: Framed<Stream, Codec>,
+    msgid: i32,
+    tls: &Tls,
+    peer: SocketAddr,
+) -> Option<Framed<Stream, Codec>> {
+    let ok = LdapResult { code: Code::Success, matcheddn: String::new(), message: String::new(), referral: Vec::new() };
+    framed.send(starttls_reply(msgid, ok)).await.ok()?;
+    let FramedParts { io, codec, read_buf, .. } = framed.into_parts();
+    if !read_buf.is_empty() {
+        // Bytes sent after StartTLS but before the handshake must never be read as protected.
+        tracing::info!(%peer, "client pipelined data after StartTLS; closing");
+        return None;
+    }
+    let Either::Left(tcp) = io else { return None };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(s)) => Some(Framed::new(Either::Right(s), codec)),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "StartTLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "StartTLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn connection(
+    stream: Stream,
+    peer: SocketAddr,
+    ctx: Arc<LdapContext>,
+    starttls: Option<Arc<Tls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let idle = ctx.cfg.idle_timeout;
     let codec = Codec(LdapCodec::new(Some(ctx.cfg.max_message_bytes), Some(MAX_BER_DEPTH)));
+    let tls = matches!(stream, Either::Right(_));
     let mut framed = Framed::new(stream, codec);
-    let mut session = Session::new(ctx, peer);
+    let mut session = Session::new(ctx, peer, tls);
     tracing::debug!(%peer, "LDAP connection opened");
     loop {
         let next = tokio::select! {
@@ -127,6 +202,19 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<LdapContext>, 
             }
             Ok(Some(Ok(m))) => m,
         };
+        if let (LdapOp::ExtendedRequest(x), Some(tls), Either::Left(_)) = (&msg.op, &starttls, framed.get_ref())
+            && x.name == OID_STARTTLS
+        {
+            match start_tls(framed, msg.msgid, tls, peer).await {
+                Some(f) => {
+                    framed = f;
+                    session.set_tls();
+                    tracing::debug!(%peer, "StartTLS established");
+                    continue;
+                }
+                None => break,
+            }
+        }
         let reply = session.handle(msg).await;
         let write = async {
             for m in reply.msgs {

@@ -2,6 +2,8 @@
 //! feeds decoded messages in and writes the returned messages out; the session owns the bound
 //! identity and the open paged searches.
 
+mod write;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use super::dn::Dn;
 use super::error::LdapError;
 use super::filter::{Filter, FilterError, Limits, Tri};
 use super::schema::{self, AttrId};
-use crate::config::{Access, LdapConfig};
+use crate::config::{Access, LdapConfig, Rights};
 use crate::directory::{AuthOutcome, Directory};
 
 pub const OID_PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";
@@ -41,7 +43,7 @@ impl LdapContext {
     pub fn new(cfg: LdapConfig, dir: Arc<Directory>) -> Result<LdapContext, String> {
         let b = dir.backend();
         let settings = DitSettings::new(&cfg, b.kind(), &b.instance())?;
-        let root_dse = root_dse(&settings);
+        let root_dse = root_dse(&settings, &cfg);
         let schema_entry = schema_entry();
         Ok(LdapContext {
             schema_dn: Dn::parse("cn=schema").map(|d| d.normalized()).unwrap_or_default(),
@@ -58,14 +60,18 @@ impl LdapContext {
     }
 }
 
-fn root_dse(s: &DitSettings) -> Entry {
+fn root_dse(s: &DitSettings, cfg: &LdapConfig) -> Entry {
     let mut e = Entry::new(&Dn::root(), EntryKind::Container);
     e.set("objectClass", vec!["top".into()]);
     e.set1("namingContexts", s.base.to_string());
     e.set1("defaultNamingContext", s.base.to_string());
     e.set1("supportedLDAPVersion", "3");
     e.set("supportedControl", vec![OID_PAGED_RESULTS.into(), OID_MANAGE_DSA_IT.into()]);
-    e.set("supportedExtension", vec![OID_WHOAMI.into()]);
+    let mut ext = vec![OID_WHOAMI.to_string(), OID_PASSWORD_MODIFY.to_string()];
+    if cfg.starttls {
+        ext.push(OID_STARTTLS.into());
+    }
+    e.set("supportedExtension", ext);
     // All operational attributes (`+`) and absolute true/false filters.
     e.set("supportedFeatures", vec!["1.3.6.1.4.1.4203.1.5.1".into(), "1.3.6.1.4.1.4203.1.5.3".into()]);
     e.set1("subschemaSubentry", "cn=schema");
@@ -95,7 +101,7 @@ fn schema_entry() -> Entry {
 pub enum Identity {
     Anonymous,
     User { id: String, dn: String },
-    Service { name: String, access: Access, dn: String },
+    Service { name: String, access: Rights, dn: String },
 }
 
 impl Identity {
@@ -127,6 +133,8 @@ struct PagedSearch {
 pub struct Session {
     ctx: Arc<LdapContext>,
     peer: SocketAddr,
+    /// The connection is encrypted (LDAPS, or after StartTLS).
+    tls: bool,
     identity: Identity,
     paged: Vec<PagedSearch>,
     cookie_counter: u64,
@@ -238,8 +246,24 @@ fn render(e: &Entry, sel: &Selection, types_only: bool, everything: bool) -> Lda
 }
 
 impl Session {
-    pub fn new(ctx: Arc<LdapContext>, peer: SocketAddr) -> Session {
-        Session { ctx, peer, identity: Identity::Anonymous, paged: Vec::new(), cookie_counter: 0 }
+    pub fn new(ctx: Arc<LdapContext>, peer: SocketAddr, tls: bool) -> Session {
+        Session { ctx, peer, tls, identity: Identity::Anonymous, paged: Vec::new(), cookie_counter: 0 }
+    }
+
+    /// After a successful StartTLS handshake.
+    pub fn set_tls(&mut self) {
+        self.tls = true;
+    }
+
+    /// Under `require_tls`, what may still happen in clear text: anonymous binds, reading the Root
+    /// DSE (to discover StartTLS), StartTLS itself.
+    fn allowed_in_clear(op: &LdapOp) -> bool {
+        match op {
+            LdapOp::BindRequest(b) => matches!(&b.cred, LdapBindCred::Simple(p) if p.is_empty()) && b.dn.is_empty(),
+            LdapOp::SearchRequest(s) => s.base.is_empty() && s.scope == LdapSearchScope::Base,
+            LdapOp::ExtendedRequest(x) => x.name == OID_STARTTLS,
+            _ => false,
+        }
     }
 
     pub fn identity(&self) -> &Identity {
@@ -261,6 +285,13 @@ impl Session {
                 )],
                 close: true,
             },
+            op if self.ctx.cfg.require_tls && !self.tls && !Self::allowed_in_clear(op) => {
+                let r = res(Code::ConfidentialityRequired, "this server requires TLS: use StartTLS or LDAPS");
+                Reply {
+                    msgs: vec![LdapMsg::new(msgid, response_for(op, r).unwrap_or(LdapOp::UnbindRequest))],
+                    close: false,
+                }
+            }
             op => {
                 let msgs = match unsupported_critical(&msg.ctrl) {
                     Some(oid) => {
@@ -307,20 +338,15 @@ impl Session {
             }
             LdapOp::SearchRequest(s) => self.search(msgid, s, ctrls).await,
             LdapOp::CompareRequest(c) => one(self.compare(c)),
+            LdapOp::ExtendedRequest(x) if x.name == OID_PASSWORD_MODIFY => {
+                vec![LdapMsg::new(msgid, LdapOp::ExtendedResponse(self.password_modify(x).await))]
+            }
             LdapOp::ExtendedRequest(x) => vec![LdapMsg::new(msgid, LdapOp::ExtendedResponse(self.extended(x)))],
-            LdapOp::AddRequest(_) | LdapOp::ModifyRequest(_) | LdapOp::DelRequest(_) | LdapOp::ModifyDNRequest(_) => {
-                one(Err(self.write_refusal()))
-            }
+            LdapOp::AddRequest(r) => one(self.add(r).await),
+            LdapOp::ModifyRequest(r) => one(self.modify(r).await),
+            LdapOp::DelRequest(dn) => one(self.delete(dn).await),
+            LdapOp::ModifyDNRequest(r) => one(self.modify_dn(r).await),
             _ => one(Err(LdapError::new(Code::ProtocolError, "unexpected operation"))),
-        }
-    }
-
-    fn write_refusal(&self) -> LdapError {
-        match &self.identity {
-            Identity::Service { access: Access::Write, .. } => {
-                LdapError::new(Code::UnwillingToPerform, "this idgate version does not accept LDAP writes")
-            }
-            _ => LdapError::new(Code::InsufficentAccessRights, "this identity may not write to the directory"),
         }
     }
 
@@ -724,8 +750,13 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn can_read(&self, idx: usize) -> bool {
         let kind = self.dit.entries[idx].kind;
+        let level = |a: Access| a >= Access::Read;
         match self.identity {
-            Identity::Service { .. } => true,
+            Identity::Service { access, .. } => match kind {
+                EntryKind::User(_) => level(access.users),
+                EntryKind::Group(_) => level(access.groups),
+                EntryKind::Container | EntryKind::Service => true,
+            },
             Identity::Anonymous => !matches!(kind, EntryKind::Service),
             Identity::User { .. } => match kind {
                 EntryKind::Container => true,

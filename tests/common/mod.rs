@@ -139,11 +139,14 @@ pub fn demo_config_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config").join("demo.toml")
 }
 
-/// The demo config with both listeners on ephemeral loopback ports.
+/// The demo config with every listener on an ephemeral loopback port.
 pub fn demo_config() -> Config {
     let mut cfg = Config::load(&demo_config_path()).expect("demo config loads");
     cfg.ldap.listen = "127.0.0.1:0".parse().expect("addr");
     cfg.http.listen = "127.0.0.1:0".parse().expect("addr");
+    if cfg.ldap.ldaps_listen.is_some() {
+        cfg.ldap.ldaps_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    }
     cfg
 }
 

@@ -92,14 +92,7 @@ impl DolibarrBackend {
     }
 
     fn needs_v23(&self, what: &str) -> BackendResult<()> {
-        if self.detected().v23_groups {
-            Ok(())
-        } else {
-            Err(BackendError::Unsupported {
-                backend: KIND,
-                what: format!("{what} (Dolibarr 22 has no API for it; needs Dolibarr 23+)"),
-            })
-        }
+        if self.detected().v23_groups { Ok(()) } else { Err(v22_missing(what)) }
     }
 
     /// A read that answers 2xx, else the mapped error.
@@ -217,6 +210,16 @@ fn user_from(value: Value) -> BackendResult<User> {
 fn numeric_id(id: &str) -> Option<&str> {
     real_id(Some(id))
 }
+
+fn v22_missing(what: &str) -> BackendError {
+    BackendError::Unsupported {
+        backend: KIND,
+        what: format!("{what} (Dolibarr 22 has no API for it; needs Dolibarr 23+)"),
+    }
+}
+
+/// Dolibarr's default password policy (`USER_PASSWORD_GENERATED` standard rules).
+const MIN_PASSWORD_LENGTH: usize = 12;
 
 /// Dolibarr strips HTML from every string before hashing a password (quirk 5), so such a password
 /// would silently become a different one.
@@ -524,6 +527,24 @@ impl Backend for DolibarrBackend {
         };
         // PUT `pass`: the setPassword route is off by default and never returns the password.
         self.write(Method::PUT, &["users", id], Some(&json!({"pass": password}))).await.map(|_| ())
+    }
+
+    fn validate_password(&self, password: &str) -> BackendResult<()> {
+        if password.chars().count() < MIN_PASSWORD_LENGTH {
+            return Err(BackendError::Invalid(format!(
+                "Dolibarr requires passwords of at least {MIN_PASSWORD_LENGTH} characters"
+            )));
+        }
+        check_password_text(password)
+    }
+
+    fn unsupported(&self, what: &str) -> BackendError {
+        let caps = self.detected().caps;
+        if !caps.group_create || !caps.member_remove {
+            v22_missing(what)
+        } else {
+            BackendError::Unsupported { backend: KIND, what: what.to_string() }
+        }
     }
 
     async fn check_password(&self, user: &User, password: &str) -> BackendResult<bool> {
