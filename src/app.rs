@@ -92,18 +92,23 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
         ldaps_addr = Some(l.local_addr()?);
         tasks.push(tokio::spawn(serve(l, ctx, Mode::Ldaps(tls.clone()), rx.clone())));
     }
+    // SIGHUP reloads the TLS certificate; without TLS it is logged, never fatal.
     #[cfg(unix)]
-    if let Some(tls) = tls.clone() {
+    {
+        let tls = tls.clone();
         let mut stop = rx.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = hup.recv() => {
-                        if let Err(e) = tls.reload() {
-                            tracing::error!(error = %e, "TLS reload failed; keeping the current certificate");
+                    _ = hup.recv() => match &tls {
+                        Some(tls) => {
+                            if let Err(e) = tls.reload() {
+                                tracing::error!(error = %e, "TLS reload failed; keeping the current certificate");
+                            }
                         }
-                    }
+                        None => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+                    },
                     _ = stop.changed() => return,
                 }
             }

@@ -49,6 +49,21 @@ impl Directory {
         if allowed { Ok(()) } else { Err(self.backend.unsupported(what).into()) }
     }
 
+    /// `user:<login>` for audit lines, or the id when the user is not in the snapshot.
+    fn user_label(&self, id: &str) -> String {
+        match self.snapshot().ok().and_then(|s| s.user_by_id(id).map(|u| u.login.clone())) {
+            Some(login) => format!("user:{login}"),
+            None => format!("user-id:{id}"),
+        }
+    }
+
+    fn group_label(&self, id: &str) -> String {
+        match self.snapshot().ok().and_then(|s| s.group_index(id).map(|i| s.group(i).name.clone())) {
+            Some(name) => format!("group:{name}"),
+            None => format!("group-id:{id}"),
+        }
+    }
+
     fn login_taken(&self, login: &str, except: Option<&str>) -> Result<bool, DirectoryError> {
         let snap = self.snapshot()?;
         Ok(snap.user_by_login(login).is_some_and(|u| Some(u.id.as_str()) != except))
@@ -83,6 +98,7 @@ impl Directory {
         id: &str,
         changes: UserChanges,
     ) -> Result<Arc<User>, DirectoryError> {
+        let label = self.user_label(id);
         let r = async {
             self.check(self.capabilities().user_update, "changing users")?;
             if let Some(login) = &changes.login {
@@ -102,11 +118,12 @@ impl Directory {
             Ok(Arc::new(u))
         }
         .await;
-        audit(actor, "update_user", &format!("user-id:{id}"), &r);
+        audit(actor, "update_user", &label, &r);
         r
     }
 
     pub async fn delete_user(&self, actor: &Actor, id: &str) -> Result<(), DirectoryError> {
+        let label = self.user_label(id);
         let r = async {
             self.check(self.capabilities().user_delete, "deleting users")?;
             match self.backend.delete_user(id).await {
@@ -123,11 +140,12 @@ impl Directory {
             }
         }
         .await;
-        audit(actor, "delete_user", &format!("user-id:{id}"), &r);
+        audit(actor, "delete_user", &label, &r);
         r
     }
 
     pub async fn set_password(&self, actor: &Actor, id: &str, password: &str) -> Result<(), DirectoryError> {
+        let label = self.user_label(id);
         let r = async {
             self.check(self.capabilities().password_set, "setting passwords")?;
             self.backend.validate_password(password)?;
@@ -138,7 +156,7 @@ impl Directory {
             Ok(())
         }
         .await;
-        audit(actor, "set_password", &format!("user-id:{id}"), &r);
+        audit(actor, "set_password", &label, &r);
         r
     }
 
@@ -166,6 +184,7 @@ impl Directory {
         id: &str,
         changes: GroupChanges,
     ) -> Result<Arc<Group>, DirectoryError> {
+        let label = self.group_label(id);
         let r = async {
             self.check(self.capabilities().group_update, "renaming or changing groups")?;
             if let Some(name) = &changes.name
@@ -178,11 +197,12 @@ impl Directory {
             Ok(Arc::new(g))
         }
         .await;
-        audit(actor, "update_group", &format!("group-id:{id}"), &r);
+        audit(actor, "update_group", &label, &r);
         r
     }
 
     pub async fn delete_group(&self, actor: &Actor, id: &str) -> Result<(), DirectoryError> {
+        let label = self.group_label(id);
         let r = async {
             self.check(self.capabilities().group_delete, "deleting groups")?;
             self.backend.delete_group(id).await?;
@@ -190,21 +210,23 @@ impl Directory {
             Ok(())
         }
         .await;
-        audit(actor, "delete_group", &format!("group-id:{id}"), &r);
+        audit(actor, "delete_group", &label, &r);
         r
     }
 
     /// Adds a member; adding an existing member succeeds without a backend call.
     pub async fn add_member(&self, actor: &Actor, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
+        let label = format!("{} {}", self.group_label(group_id), self.user_label(user_id));
         let r = self.change_member(group_id, user_id, true).await;
-        audit(actor, "add_member", &format!("group-id:{group_id} user-id:{user_id}"), &r);
+        audit(actor, "add_member", &label, &r);
         r
     }
 
     /// Removes a member; removing a non-member succeeds without a backend call.
     pub async fn remove_member(&self, actor: &Actor, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
+        let label = format!("{} {}", self.group_label(group_id), self.user_label(user_id));
         let r = self.change_member(group_id, user_id, false).await;
-        audit(actor, "remove_member", &format!("group-id:{group_id} user-id:{user_id}"), &r);
+        audit(actor, "remove_member", &label, &r);
         r
     }
 
