@@ -458,16 +458,18 @@ mod tests {
                 std::env::set_var(v, "x");
             }
         }
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut n = 0;
-        for f in std::fs::read_dir(&dir).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|e| e == "toml") {
-                Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
-                n += 1;
+        for dir in [root.join("config"), root.join("docker")] {
+            for f in std::fs::read_dir(&dir).unwrap() {
+                let p = f.unwrap().path();
+                if p.extension().is_some_and(|e| e == "toml") {
+                    Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                    n += 1;
+                }
             }
         }
-        assert!(n >= 2, "demo and dolibarr configs");
+        assert!(n >= 3, "demo, dolibarr and container configs");
     }
 
     #[test]
