@@ -331,7 +331,7 @@ fn group_main(g: &SimGroup) -> Value {
 }
 
 /// Users in Foreman's default order (firstname).
-fn by_firstname<'a>(mut users: Vec<&'a SimUser>) -> Vec<&'a SimUser> {
+fn by_firstname(mut users: Vec<&SimUser>) -> Vec<&SimUser> {
     users.sort_by(|a, b| (a.firstname.is_none(), &a.firstname, a.id).cmp(&(b.firstname.is_none(), &b.firstname, b.id)));
     users
 }
@@ -916,7 +916,9 @@ fn invalid(id: Option<u64>, errors: &[(&str, String)]) -> Response {
     let mut map = Map::new();
     let mut full = Vec::new();
     for (k, m) in errors {
-        map.entry(k.to_string()).or_insert_with(|| json!([])).as_array_mut().map(|a| a.push(json!(m)));
+        if let Some(a) = map.entry(k.to_string()).or_insert_with(|| json!([])).as_array_mut() {
+            a.push(json!(m));
+        }
         full.push(if *k == "base" { m.clone() } else { format!("{} {m}", humanize(k)) });
     }
     reply(422, json!({"error": {"id": id, "errors": map, "full_messages": full}}))
@@ -1215,20 +1217,20 @@ struct Listing {
     per_page: Option<usize>,
 }
 
-fn listing(query: &HashMap<String, String>, fields: &[&str]) -> Result<Listing, Response> {
+fn listing(query: &HashMap<String, String>, fields: &[&str]) -> Result<Listing, Box<Response>> {
     let search = query.get("search").cloned().filter(|s| !s.trim().is_empty());
     let expr = match &search {
         Some(s) => {
-            let toks = tokenize(s).map_err(|e| err(400, &e))?;
+            let toks = tokenize(s).map_err(|e| Box::new(err(400, &e)))?;
             let mut p = Parser { toks, pos: 0 };
             let e = p.or().map_err(|e| {
-                reply(400, json!({"error": {"message": format!("Invalid search query: {e}"), "class": "ScopedSearch::QueryNotSupported"}}))
+                Box::new(reply(400, json!({"error": {"message": format!("Invalid search query: {e}"), "class": "ScopedSearch::QueryNotSupported"}})))
             })?;
             check_fields(&e, fields).map_err(|f| {
-                reply(
+                Box::new(reply(
                     400,
                     json!({"error": {"message": format!("Field '{f}' not recognized for searching!"), "class": "ScopedSearch::QueryNotSupported"}}),
-                )
+                ))
             })?;
             Some(e)
         }
@@ -1239,10 +1241,10 @@ fn listing(query: &HashMap<String, String>, fields: &[&str]) -> Result<Listing, 
         let mut parts = o.split_whitespace();
         let by = parts.next().unwrap_or("").to_string();
         if !fields.contains(&by.as_str()) {
-            return Err(reply(
+            return Err(Box::new(reply(
                 400,
                 json!({"error": {"message": format!("the field '{by}' in the order statement is not valid field for search"), "class": "ScopedSearch::QueryNotSupported"}}),
-            ));
+            )));
         }
         sort_order = Some(parts.next().map(|d| d.to_uppercase()).unwrap_or_else(|| "ASC".into()));
         sort_by = Some(by);
@@ -1285,7 +1287,7 @@ fn sort_values<T>(items: &mut [T], key: impl Fn(&T) -> (Vec<String>, bool), desc
 fn index_users(st: &State, query: &HashMap<String, String>) -> Response {
     let l = match listing(query, USER_FIELDS) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let total = st.visible_users().count();
     let mut users: Vec<&SimUser> = by_firstname(st.visible_users().collect());
@@ -1302,7 +1304,7 @@ fn index_users(st: &State, query: &HashMap<String, String>) -> Response {
 fn index_groups(st: &State, query: &HashMap<String, String>) -> Response {
     let l = match listing(query, GROUP_FIELDS) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let total = st.groups.len();
     let mut groups: Vec<&SimGroup> = st.groups.values().collect();
