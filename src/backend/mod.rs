@@ -2,6 +2,7 @@
 //! SCIM; their wire types stay inside their own module.
 
 pub mod dolibarr;
+pub mod foreman;
 pub mod memory;
 
 use async_trait::async_trait;
@@ -162,5 +163,6 @@ pub fn build(cfg: &crate::config::BackendConfig) -> Result<std::sync::Arc<dyn Ba
         BackendConfig::Dolibarr(d) => {
             std::sync::Arc::new(dolibarr::DolibarrBackend::new(d).map_err(|e| e.to_string())?)
         }
+        BackendConfig::Foreman(f) => std::sync::Arc::new(foreman::ForemanBackend::new(f).map_err(|e| e.to_string())?),
     })
 }

@@ -301,6 +301,7 @@ impl Default for ThrottleConfig {
 pub enum BackendConfig {
     Memory(MemoryConfig),
     Dolibarr(DolibarrConfig),
+    Foreman(ForemanConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,6 +328,42 @@ pub struct DolibarrConfig {
     /// Page size for list calls.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForemanConfig {
+    /// Root of the Foreman install, e.g. `https://foreman.example.com` (the API is under `/api`).
+    pub url: String,
+    /// Login of the gateway's Foreman account (an admin is recommended, see the README).
+    pub username: String,
+    /// Its password or a personal access token; sent with HTTP Basic on every call.
+    pub password: Secret,
+    /// Default 10 s; applies to every call.
+    #[serde(default = "default_backend_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Retries of idempotent reads (GET) after a transient failure; default 2.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// `per_page` for list calls; default 100.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Password checks that may fail in a burst before further checks are refused without calling
+    /// Foreman; default 10. The budget refills at the same number per `failed_check_window`, so at
+    /// most twice this many failures reach Foreman in any window. Foreman locks out the gateway's
+    /// address (its own account included) after 30 failures in 5 minutes: keep 2 × this well below.
+    #[serde(default = "default_failed_check_burst")]
+    pub failed_check_burst: u32,
+    /// Default 5 min, Foreman's own counting window.
+    #[serde(default = "default_failed_check_window", with = "duration")]
+    pub failed_check_window: Duration,
+}
+
+fn default_failed_check_burst() -> u32 {
+    10
+}
+fn default_failed_check_window() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_backend_timeout() -> Duration {
@@ -454,7 +491,12 @@ mod tests {
     fn shipped_configs_are_valid() {
         // SAFETY: only this test reads these variables.
         unsafe {
-            for v in ["IDGATE_DOLIBARR_API_KEY", "IDGATE_LDAP_ADMIN_PASSWORD", "IDGATE_LDAP_READER_PASSWORD"] {
+            for v in [
+                "IDGATE_DOLIBARR_API_KEY",
+                "IDGATE_FOREMAN_PASSWORD",
+                "IDGATE_LDAP_ADMIN_PASSWORD",
+                "IDGATE_LDAP_READER_PASSWORD",
+            ] {
                 std::env::set_var(v, "x");
             }
         }
@@ -469,7 +511,7 @@ mod tests {
                 }
             }
         }
-        assert!(n >= 3, "demo, dolibarr and container configs");
+        assert!(n >= 4, "demo, dolibarr, foreman and container configs");
     }
 
     #[test]
