@@ -2,6 +2,7 @@
 //! SCIM; their wire types stay inside their own module.
 
 pub mod dolibarr;
+pub mod dreamfactory;
 pub mod memory;
 
 use async_trait::async_trait;
@@ -150,6 +151,9 @@ pub fn build(cfg: &crate::config::BackendConfig) -> Result<std::sync::Arc<dyn Ba
         }),
         BackendConfig::Dolibarr(d) => {
             std::sync::Arc::new(dolibarr::DolibarrBackend::new(d).map_err(|e| e.to_string())?)
+        }
+        BackendConfig::Dreamfactory(d) => {
+            std::sync::Arc::new(dreamfactory::DreamFactoryBackend::new(d).map_err(|e| e.to_string())?)
         }
     })
 }
