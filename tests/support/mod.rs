@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod dolibarr_sim;
+pub mod dreamfactory_sim;
