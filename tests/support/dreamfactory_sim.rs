@@ -158,11 +158,11 @@ fn unb64url(s: &str) -> Option<Vec<u8>> {
     let mut nbits = 0;
     let mut out = Vec::new();
     for c in s.bytes() {
-        let v = B64.iter().position(|b| *b == c).or_else(|| match c {
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        })? as u32;
+        let v = match c {
+            b'+' => 62,
+            b'/' => 63,
+            _ => B64.iter().position(|b| *b == c)?,
+        } as u32;
         bits = (bits << 6) | v;
         nbits += 6;
         if nbits >= 8 {
@@ -311,9 +311,7 @@ fn split_groups(s: &str) -> Option<(Vec<String>, Vec<String>)> {
             ("and", 3)
         } else if lower.starts_with("&&") {
             ("and", 2)
-        } else if lower.starts_with("or") {
-            ("or", 2)
-        } else if lower.starts_with("||") {
+        } else if lower.starts_with("or") || lower.starts_with("||") {
             ("or", 2)
         } else {
             return None;
@@ -992,7 +990,7 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
         ["system", res, rest @ ..] if matches!(*res, "user" | "admin" | "role" | "app") && rest.len() <= 1 => {
             let caller = match authorize(&st, token.as_deref(), api_key.as_deref()) {
                 Ok(c) => c,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             system(&mut st, caller, &method, res, rest.first().copied(), &query, json_body)
         }
@@ -1001,32 +999,34 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
 }
 
 /// Access check for `/system/*`: a live admin session (contract §3.2, §3.5).
-fn authorize(st: &State, token: Option<&str>, key: Option<&str>) -> Result<u64, Response> {
+fn authorize(st: &State, token: Option<&str>, key: Option<&str>) -> Result<u64, Box<Response>> {
     let Some(token) = token else {
-        return Err(if key.is_none() {
+        return Err(Box::new(if key.is_none() {
             err(400, MSG_NO_CREDENTIALS)
         } else {
             err(401, "There is no valid session for the current request.")
-        });
+        }));
     };
     match st.sessions.get(token) {
-        Some(s) if s.expired => Err(err(401, MSG_EXPIRED)),
-        Some(s) if s.revoked => Err(err(403, "Token has been blacklisted: Session terminated. Please re-login.")),
+        Some(s) if s.expired => Err(Box::new(err(401, MSG_EXPIRED))),
+        Some(s) if s.revoked => {
+            Err(Box::new(err(403, "Token has been blacklisted: Session terminated. Please re-login.")))
+        }
         Some(s) => {
             let active = st.users.get(&s.user_id).is_some_and(|u| u.is_active);
             if !active {
-                Err(err(403, "User is not active."))
+                Err(Box::new(err(403, "User is not active.")))
             } else if s.admin {
                 Ok(s.user_id)
             } else if key.is_none() {
-                Err(err(400, MSG_NO_KEY))
+                Err(Box::new(err(400, MSG_NO_KEY)))
             } else {
-                Err(err(403, "Access Forbidden. You do not have enough privileges to access this resource."))
+                Err(Box::new(err(403, "Access Forbidden. You do not have enough privileges to access this resource.")))
             }
         }
         None => match token_exp(token) {
-            Some(exp) if exp < now() => Err(err(401, MSG_EXPIRED)),
-            _ => Err(err(401, "Invalid token: Could not decode token.")),
+            Some(exp) if exp < now() => Err(Box::new(err(401, MSG_EXPIRED))),
+            _ => Err(Box::new(err(401, "Invalid token: Could not decode token."))),
         },
     }
 }
@@ -1240,6 +1240,9 @@ fn write_answer(st: &State, id: u64, shape: &Shape) -> Value {
     }
 }
 
+/// A row's column reader, for filters and ordering.
+type Row<'a> = (u64, Box<dyn Fn(&str) -> Option<F> + 'a>);
+
 enum ListKind {
     User(bool),
     Role,
@@ -1285,7 +1288,7 @@ fn list_or_get(st: &State, q: &HashMap<String, String>, shape: &Shape, id: Optio
         Some(Err(field)) => return err(400, &format!("Invalid or unparsable field in filter request: '{field}'")),
         None => None,
     };
-    let mut rows: Vec<(u64, Box<dyn Fn(&str) -> Option<F> + '_>)> = match kind {
+    let mut rows: Vec<Row<'_>> = match kind {
         ListKind::User(admin) => st
             .users
             .values()
