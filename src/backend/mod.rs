@@ -2,6 +2,7 @@
 //! SCIM; their wire types stay inside their own module.
 
 pub mod dolibarr;
+pub mod dreamfactory;
 pub mod foreman;
 pub mod memory;
 
@@ -164,5 +165,8 @@ pub fn build(cfg: &crate::config::BackendConfig) -> Result<std::sync::Arc<dyn Ba
             std::sync::Arc::new(dolibarr::DolibarrBackend::new(d).map_err(|e| e.to_string())?)
         }
         BackendConfig::Foreman(f) => std::sync::Arc::new(foreman::ForemanBackend::new(f).map_err(|e| e.to_string())?),
+        BackendConfig::Dreamfactory(d) => {
+            std::sync::Arc::new(dreamfactory::DreamFactoryBackend::new(d).map_err(|e| e.to_string())?)
+        }
     })
 }

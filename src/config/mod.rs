@@ -302,6 +302,7 @@ pub enum BackendConfig {
     Memory(MemoryConfig),
     Dolibarr(DolibarrConfig),
     Foreman(ForemanConfig),
+    Dreamfactory(DreamFactoryConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -364,6 +365,41 @@ fn default_failed_check_burst() -> u32 {
 }
 fn default_failed_check_window() -> Duration {
     Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DreamFactoryConfig {
+    /// Root of the DreamFactory instance, e.g. `https://df.example.com` (the API is under `/api/v2`).
+    pub url: String,
+    /// A system administrator the gateway logs in as (`POST /api/v2/system/admin/session`).
+    pub admin_email: String,
+    pub admin_password: Secret,
+    /// Optional app API key sent with every System API call (`X-DreamFactory-API-Key`).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// The app whose role assignments are the gateway's groups (a user holds one role per app).
+    pub app_id: u64,
+    /// Which user column is the login: `email` (DreamFactory's default) or `username`
+    /// (instances with `DF_LOGIN_ATTRIBUTE=username`).
+    #[serde(default)]
+    pub login_attribute: DreamFactoryLogin,
+    #[serde(default = "default_backend_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Retries of idempotent reads after a transient failure.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Page size (`limit`) for list calls.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DreamFactoryLogin {
+    #[default]
+    Email,
+    Username,
 }
 
 fn default_backend_timeout() -> Duration {
@@ -494,6 +530,8 @@ mod tests {
             for v in [
                 "IDGATE_DOLIBARR_API_KEY",
                 "IDGATE_FOREMAN_PASSWORD",
+                "IDGATE_DREAMFACTORY_ADMIN_PASSWORD",
+                "IDGATE_DREAMFACTORY_API_KEY",
                 "IDGATE_LDAP_ADMIN_PASSWORD",
                 "IDGATE_LDAP_READER_PASSWORD",
             ] {
@@ -511,7 +549,7 @@ mod tests {
                 }
             }
         }
-        assert!(n >= 4, "demo, dolibarr, foreman and container configs");
+        assert!(n >= 5, "demo, dolibarr, dreamfactory, foreman and container configs");
     }
 
     #[test]

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod dolibarr_sim;
+pub mod dreamfactory_sim;
 pub mod foreman_sim;
