@@ -650,7 +650,10 @@ impl Session {
                     ));
                 }
                 _ => {
-                    return Err(e(Code::UnwillingToPerform, format!("{an} is not stored for groups by this directory")));
+                    return Err(e(
+                        Code::UnwillingToPerform,
+                        format!("{an} is not stored for groups by this directory"),
+                    ));
                 }
             }
         }
