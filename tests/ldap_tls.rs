@@ -192,9 +192,7 @@ async fn tool_lifecycle(t: &Transport) {
     assert!(!ldif_values(&members, "member").iter().any(|m| norm_dn(m) == norm_dn(&renamed)), "{members}");
 
     // The reader service account: 50 for every write.
-    let f = ldif_file(&format!(
-        "dn: uid=readeradd,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\ncn: R A\nsn: A\n"
-    ));
+    let f = ldif_file("dn: uid=readeradd,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\ncn: R A\nsn: A\n");
     let alice = "uid=alice,ou=people,dc=example,dc=com";
     let m = ldif_file(&format!("dn: {alice}\nchangetype: modify\nreplace: mail\nmail: r@example.com\n"));
     for (tool, rest) in [
