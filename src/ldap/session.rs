@@ -712,6 +712,12 @@ impl Session {
                 name: None,
                 value: Some(self.identity.authz_id().into_bytes()),
             },
+            // RFC 4511 §4.14.2: a StartTLS request on a connection already protected by TLS.
+            OID_STARTTLS if self.tls => LdapExtendedResponse {
+                res: res(Code::OperationsError, "TLS is already established on this connection"),
+                name: Some(OID_STARTTLS.into()),
+                value: None,
+            },
             OID_STARTTLS => LdapExtendedResponse {
                 res: res(Code::Unavailable, "StartTLS is not available on this listener"),
                 name: Some(OID_STARTTLS.into()),

@@ -222,6 +222,16 @@ pub(crate) fn error_texts(body: &Value) -> (String, Vec<String>) {
     (strip_tags(&message), details)
 }
 
+/// Texts of the 500 answers with which Dolibarr refuses the data of a write (contract §4).
+const WRITE_REJECTIONS: &[&str] = &[
+    "Error creating",
+    "Error updating",
+    "password",
+    "foreign key constraint",
+    "is required",
+    "Unauthorized character",
+];
+
 /// Maps a non-success answer to an error. Decisions go by status code; message text is read only
 /// where the contract says the status is ambiguous (duplicates among 500s).
 pub(crate) fn map_error(op: Op, reply: &Reply) -> BackendError {
@@ -248,8 +258,13 @@ pub(crate) fn map_error(op: Op, reply: &Reply) -> BackendError {
             let all = format!("{message} {}", details.join(" "));
             if all.contains("already exists") || all.contains("Duplicate entry") {
                 BackendError::Conflict(text)
-            } else {
+            } else if !details.is_empty() || WRITE_REJECTIONS.iter().any(|r| all.contains(r)) {
+                // Dolibarr reports refused writes as 500 with the reason (contract §4).
                 BackendError::Invalid(text)
+            } else {
+                // A 500 without a reason Dolibarr gives for refused data is a failure of the server:
+                // the same request may succeed later.
+                BackendError::Unavailable(text)
             }
         }
         500..=599 => BackendError::Unavailable(text),
@@ -284,6 +299,13 @@ mod tests {
         assert!(matches!(map_error(Op::Read, &e(503, "Service Unavailable: x")), BackendError::Unavailable(_)));
         assert!(matches!(map_error(Op::Read, &e(500, "Internal Server Error")), BackendError::Unavailable(_)));
         assert!(matches!(map_error(Op::Write, &e(400, "Bad Request: x")), BackendError::Invalid(_)));
+        // A 500 on a write without a reason for refusing the data: the server failed, not the data.
+        assert!(matches!(map_error(Op::Write, &e(500, "Internal Server Error")), BackendError::Unavailable(_)));
+        assert!(matches!(map_error(Op::Write, &e(500, "Internal Server Error: boom")), BackendError::Unavailable(_)));
+        let fk = e(500, "Internal Server Error: Cannot add or update a child row: a foreign key constraint fails");
+        assert!(matches!(map_error(Op::Write, &fk), BackendError::Invalid(_)));
+        let pw = e(500, "Internal Server Error: Your password must have at least <b>12</b> chars");
+        assert!(matches!(map_error(Op::Write, &pw), BackendError::Invalid(_)));
     }
 
     #[test]
