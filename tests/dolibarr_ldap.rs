@@ -248,3 +248,27 @@ async fn client_replays_against_dolibarr() {
         r.shutdown().await;
     }
 }
+
+/// A rejected API key is the gateway's configuration problem: `/readyz` says so, and binds answer
+/// unavailable, never invalidCredentials.
+#[tokio::test]
+async fn a_rejected_api_key_is_a_configuration_problem() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let text = format!(
+        "[ldap]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[backend]\nkind = \"dolibarr\"\n\
+         url = \"{}\"\napi_key = \"0000000000000000000000000000000000000000\"\ntimeout = \"2s\"\nretries = 0\n",
+        sim.url()
+    );
+    let r = idgate::app::start(Config::parse(&text).unwrap()).await.expect("starts even so");
+    let ready = reqwest::get(format!("http://{}/readyz", r.http_addr)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    let err = body["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("gateway's credentials"), "{body}");
+    assert!(!err.contains("0000000000"), "the key never appears: {err}");
+    let rc = bind_rc(&r, "uid=jdoe,ou=people,dc=example,dc=com", JDOE_PASSWORD).await;
+    assert_eq!(rc, 52, "unavailable, not a wrong password");
+    let health = reqwest::get(format!("http://{}/healthz", r.http_addr)).await.unwrap();
+    assert_eq!(health.status(), 200, "the process itself is alive");
+    r.shutdown().await;
+}
