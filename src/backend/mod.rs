@@ -4,6 +4,7 @@
 pub mod dolibarr;
 pub mod dreamfactory;
 pub mod foreman;
+pub(crate) mod http;
 pub mod memory;
 
 use async_trait::async_trait;

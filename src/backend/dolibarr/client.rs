@@ -1,13 +1,11 @@
 //! HTTP plumbing for the Dolibarr API: headers, timeouts, retries of safe reads, and the mapping
 //! of Dolibarr's answers to `BackendError`.
 
-use std::time::Duration;
-
-use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::backend::BackendError;
+use crate::backend::http::Rest;
 use crate::config::DolibarrConfig;
 use crate::config::Secret;
 
@@ -38,60 +36,23 @@ pub(crate) enum Op {
     Write,
 }
 
-/// Whether a call may be sent again after a transient failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// Idempotent read without side effects.
-    Safe,
-    /// Writes and `setGroup` (a state change behind a GET, quirk 7).
-    Never,
-}
+pub(crate) use crate::backend::http::Retry;
 
 pub(crate) struct Client {
-    http: reqwest::Client,
-    base: url::Url,
+    rest: Rest,
     key: Secret,
     entity: Option<u32>,
-    retries: u32,
 }
 
 impl Client {
     pub fn new(cfg: &DolibarrConfig) -> Result<Client, BackendError> {
-        let root = cfg.url.trim_end_matches('/');
-        let base = url::Url::parse(&format!("{root}/api/index.php/"))
-            .map_err(|e| BackendError::Invalid(format!("invalid Dolibarr url {root:?}: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(BackendError::Invalid(format!("Dolibarr url must be http(s), got {root:?}")));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .build()
-            .map_err(|e| BackendError::Invalid(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, base, key: cfg.api_key.clone(), entity: cfg.entity, retries: cfg.retries })
+        let rest = Rest::new("Dolibarr", &cfg.url, "api/index.php/", cfg.timeout, cfg.retries)?;
+        Ok(Client { rest, key: cfg.api_key.clone(), entity: cfg.entity })
     }
 
-    /// Full URL of a route; each segment is percent-encoded on its own, so a login cannot change
-    /// the route.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<url::Url, BackendError> {
-        let mut url = self.base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| BackendError::Invalid("the Dolibarr url cannot be a base".into()))?;
-            path.pop_if_empty();
-            for s in segments {
-                path.push(s);
-            }
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        Ok(url)
-    }
-
-    /// Sends one call with the API key, retrying per `retry`. Returns any HTTP answer; only
-    /// transport failures and exhausted retries on 502/503/504 become errors here.
+    /// Sends one call with the API key, retrying per `retry` (`setGroup` is a state change behind a
+    /// GET, quirk 7: never retried). Returns any HTTP answer; only transport failures and
+    /// exhausted retries on 502/503/504 become errors here.
     pub async fn call(
         &self,
         method: Method,
@@ -122,68 +83,25 @@ impl Client {
         retry: Retry,
         with_key: bool,
     ) -> Result<Reply, BackendError> {
-        let url = self.url(segments, query)?;
-        let attempts = if retry == Retry::Safe { self.retries + 1 } else { 1 };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = self.http.request(method.clone(), url.clone()).header("Accept", "application/json");
-            if with_key {
-                req = req.header("DOLAPIKEY", self.key.expose());
-                if let Some(e) = self.entity {
-                    req = req.header("DOLAPIENTITY", e.to_string());
-                }
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let outcome = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let content_type = resp
-                        .headers()
-                        .get(reqwest::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    match resp.bytes().await {
-                        Ok(b) => Ok(Reply { status, content_type, body: b.to_vec() }),
-                        Err(e) => Err(transport_error(&e)),
+        let answer = self
+            .rest
+            .send(method, segments, query, retry, |mut req| {
+                if with_key {
+                    req = req.header("DOLAPIKEY", self.key.expose());
+                    if let Some(e) = self.entity {
+                        req = req.header("DOLAPIENTITY", e.to_string());
                     }
                 }
-                Err(e) => Err(transport_error(&e)),
-            };
-            let transient = match &outcome {
-                Ok(r) => matches!(r.status.as_u16(), 502..=504),
-                Err(e) => e.is_transient(),
-            };
-            if !transient || attempt >= attempts {
-                return outcome;
-            }
-            tracing::debug!(route = segments.first().copied().unwrap_or(""), attempt, "retrying Dolibarr read");
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                req
+            })
+            .await?;
+        let content_type =
+            answer.headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        Ok(Reply { status: answer.status, content_type, body: answer.body })
     }
-}
-
-/// Exponential backoff with full jitter: 100 ms, 200 ms, 400 ms ... capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
-}
-
-/// Transport failures, described without the URL's query (it may carry filter values).
-fn transport_error(e: &reqwest::Error) -> BackendError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "answer interrupted"
-    } else {
-        "request failed"
-    };
-    BackendError::Unavailable(format!("Dolibarr {what}"))
 }
 
 /// Removes HTML tags from a Dolibarr message (`at least <b>12</b> chars`).

@@ -2,14 +2,12 @@
 //! when DreamFactory answers 401), timeouts, retries of safe reads, and the mapping of DreamFactory
 //! error envelopes (plain and batch) to `BackendError`.
 
-use std::time::Duration;
-
-use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::backend::BackendError;
+use crate::backend::http::Rest;
 use crate::config::{DreamFactoryConfig, Secret};
 
 const SESSION_HEADER: &str = "X-DreamFactory-Session-Token";
@@ -28,14 +26,7 @@ impl Reply {
     }
 }
 
-/// Whether a call may be sent again after a transient failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// Idempotent read without side effects.
-    Safe,
-    /// Writes and logins.
-    Never,
-}
+pub(crate) use crate::backend::http::Retry;
 
 /// Whether a call carries the gateway's admin session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,55 +37,22 @@ pub(crate) enum Auth {
 }
 
 pub(crate) struct Client {
-    http: reqwest::Client,
-    base: url::Url,
+    rest: Rest,
     admin_email: String,
     admin_password: Secret,
     api_key: Option<Secret>,
-    retries: u32,
     session: Mutex<Option<String>>,
 }
 
 impl Client {
     pub fn new(cfg: &DreamFactoryConfig) -> Result<Client, BackendError> {
-        let root = cfg.url.trim_end_matches('/');
-        let base = url::Url::parse(&format!("{root}/api/v2/"))
-            .map_err(|e| BackendError::Invalid(format!("invalid DreamFactory url {root:?}: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(BackendError::Invalid(format!("DreamFactory url must be http(s), got {root:?}")));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .build()
-            .map_err(|e| BackendError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
-            http,
-            base,
+            rest: Rest::new("DreamFactory", &cfg.url, "api/v2/", cfg.timeout, cfg.retries)?,
             admin_email: cfg.admin_email.clone(),
             admin_password: cfg.admin_password.clone(),
             api_key: cfg.api_key.clone(),
-            retries: cfg.retries,
             session: Mutex::new(None),
         })
-    }
-
-    /// Full URL; each path segment is percent-encoded on its own.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<url::Url, BackendError> {
-        let mut url = self.base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| BackendError::Invalid("the DreamFactory url cannot be a base".into()))?;
-            path.pop_if_empty();
-            for s in segments {
-                path.push(s);
-            }
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        Ok(url)
     }
 
     /// Logs the gateway in as its administrator and keeps the session token.
@@ -190,64 +148,26 @@ impl Client {
         safe: bool,
         auth: Auth,
     ) -> Result<Reply, BackendError> {
-        let url = self.url(segments, query)?;
-        let attempts = if safe { self.retries + 1 } else { 1 };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = self.http.request(method.clone(), url.clone()).header("Accept", "application/json");
-            if let Some(t) = token {
-                req = req.header(SESSION_HEADER, t);
-            }
-            if auth == Auth::Admin
-                && let Some(k) = &self.api_key
-            {
-                req = req.header(API_KEY_HEADER, k.expose());
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let outcome = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.bytes().await {
-                        Ok(b) => Ok(Reply { status, body: b.to_vec() }),
-                        Err(e) => Err(transport_error(&e)),
-                    }
+        let retry = if safe { Retry::Safe } else { Retry::Never };
+        let answer = self
+            .rest
+            .send(method, segments, query, retry, |mut req| {
+                if let Some(t) = token {
+                    req = req.header(SESSION_HEADER, t);
                 }
-                Err(e) => Err(transport_error(&e)),
-            };
-            let transient = match &outcome {
-                Ok(r) => matches!(r.status.as_u16(), 502..=504),
-                Err(e) => e.is_transient(),
-            };
-            if !transient || attempt >= attempts {
-                return outcome;
-            }
-            tracing::debug!(route = segments.get(1).copied().unwrap_or(""), attempt, "retrying DreamFactory read");
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+                if auth == Auth::Admin
+                    && let Some(k) = &self.api_key
+                {
+                    req = req.header(API_KEY_HEADER, k.expose());
+                }
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                req
+            })
+            .await?;
+        Ok(Reply { status: answer.status, body: answer.body })
     }
-}
-
-/// Exponential backoff with full jitter: 100 ms, 200 ms, 400 ms ... capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
-}
-
-/// Transport failures, described without the URL (its query may carry filter values).
-fn transport_error(e: &reqwest::Error) -> BackendError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "answer interrupted"
-    } else {
-        "request failed"
-    };
-    BackendError::Unavailable(format!("DreamFactory {what}"))
 }
 
 /// Undoes the HTML-entity encoding DreamFactory applies to error messages (quirk 13).

@@ -1,13 +1,11 @@
 //! HTTP plumbing for the Foreman API: Basic auth, JSON content type on every write, timeouts,
 //! retries of GETs only, and the mapping of Foreman's answers to `BackendError`.
 
-use std::time::Duration;
-
-use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::backend::BackendError;
+use crate::backend::http::{Answer, Rest};
 use crate::config::{ForemanConfig, Secret};
 
 /// One raw answer, kept as bytes until we decide what to show of it.
@@ -25,32 +23,19 @@ impl Reply {
     }
 }
 
-/// Whether a call may be sent again after a transient failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// A GET: idempotent, no state change worth guarding.
-    Safe,
-    /// Writes, and logins (each one counts toward Foreman's brute-force limit).
-    Never,
-}
+pub(crate) use crate::backend::http::Retry;
 
 pub(crate) struct Client {
-    http: reqwest::Client,
-    base: url::Url,
+    rest: Rest,
     username: String,
     password: Secret,
-    retries: u32,
 }
 
 impl Client {
     pub fn new(cfg: &ForemanConfig) -> Result<Client, BackendError> {
-        let root = cfg.url.trim_end_matches('/');
-        let base = url::Url::parse(&format!("{root}/api/"))
-            .map_err(|e| BackendError::Invalid(format!("invalid Foreman url {root:?}: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(BackendError::Invalid("Foreman url must be http(s)".into()));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
+        let rest = Rest::new("Foreman", &cfg.url, "api/", cfg.timeout, cfg.retries)?;
+        let root = rest.url(&[], &[])?;
+        if !root.username().is_empty() || root.password().is_some() {
             // Credentials in the URL would end up in error messages; they belong in the config keys.
             return Err(BackendError::Invalid(
                 "the Foreman url must not carry credentials; use backend.username and backend.password".into(),
@@ -59,34 +44,11 @@ impl Client {
         if cfg.username.is_empty() || cfg.username.contains(':') {
             return Err(BackendError::Invalid("backend.username must be a Foreman login (no ':')".into()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .build()
-            .map_err(|e| BackendError::Invalid(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, base, username: cfg.username.clone(), password: cfg.password.clone(), retries: cfg.retries })
+        Ok(Client { rest, username: cfg.username.clone(), password: cfg.password.clone() })
     }
 
     pub fn username(&self) -> &str {
         &self.username
-    }
-
-    /// Full URL of a route; each segment is percent-encoded on its own.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<url::Url, BackendError> {
-        let mut url = self.base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| BackendError::Invalid("the Foreman url cannot be a base".into()))?;
-            path.pop_if_empty();
-            for s in segments {
-                path.push(s);
-            }
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        Ok(url)
     }
 
     /// One call as the gateway's account. Returns any HTTP answer; only transport failures become
@@ -99,77 +61,35 @@ impl Client {
         body: Option<&Value>,
         retry: Retry,
     ) -> Result<Reply, BackendError> {
-        let retry = if method == Method::GET { retry } else { Retry::Never };
-        let url = self.url(segments, query)?;
-        let attempts = if retry == Retry::Safe { self.retries + 1 } else { 1 };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let req =
-                self.http.request(method.clone(), url.clone()).basic_auth(&self.username, Some(self.password.expose()));
-            let outcome = self.send(req, body).await;
-            let transient = match &outcome {
-                Ok(r) => matches!(r.status.as_u16(), 502..=504),
-                Err(e) => e.is_transient(),
-            };
-            if !transient || attempt >= attempts {
-                return outcome;
-            }
-            tracing::debug!(route = segments.first().copied().unwrap_or(""), attempt, "retrying Foreman read");
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+        let answer = self
+            .rest
+            .send(method, segments, query, retry, |req| {
+                let req = req.basic_auth(&self.username, Some(self.password.expose()));
+                // `json` sets `Content-Type: application/json`, without which Foreman answers 415.
+                if let Some(b) = body { req.json(b) } else { req }
+            })
+            .await?;
+        Ok(Reply::from(answer))
     }
 
     /// `GET /api/current_user` with someone else's credentials: a password check. Never retried.
     pub async fn current_user_as(&self, login: &str, password: &str) -> Result<Reply, BackendError> {
-        let url = self.url(&["current_user"], &[])?;
-        let req = self.http.get(url).basic_auth(login, Some(password));
-        self.send(req, None).await
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder, body: Option<&Value>) -> Result<Reply, BackendError> {
-        let mut req = req.header("Accept", "application/json");
-        if let Some(b) = body {
-            // `json` sets `Content-Type: application/json`, without which Foreman answers 415.
-            req = req.json(b);
-        }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let version = resp
-                    .headers()
-                    .get("foreman_version")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-                    .filter(|v| !v.is_empty());
-                match resp.bytes().await {
-                    Ok(b) => Ok(Reply { status, version, body: b.to_vec() }),
-                    Err(e) => Err(transport_error(&e)),
-                }
-            }
-            Err(e) => Err(transport_error(&e)),
-        }
+        let url = self.rest.url(&["current_user"], &[])?;
+        let req = self.rest.request(Method::GET, url).basic_auth(login, Some(password));
+        Ok(Reply::from(self.rest.send_once(req).await?))
     }
 }
 
-/// Exponential backoff with jitter: about 100 ms, 200 ms, 400 ms ... capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
-}
-
-/// Transport failures, described without the URL (its query may carry search values).
-fn transport_error(e: &reqwest::Error) -> BackendError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "answer interrupted"
-    } else {
-        "request failed"
-    };
-    BackendError::Unavailable(format!("Foreman {what}"))
+impl From<Answer> for Reply {
+    fn from(a: Answer) -> Reply {
+        let version = a
+            .headers
+            .get("foreman_version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .filter(|v| !v.is_empty());
+        Reply { status: a.status, version, body: a.body }
+    }
 }
 
 /// The text Foreman locks an address out with (contract §3).
