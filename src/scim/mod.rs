@@ -331,7 +331,7 @@ fn candidates(s: &ScimState, snap: &Snapshot, kind: Kind, f: Option<&filter::Fil
     let Some((key, v)) = f.and_then(filter::indexed_eq) else { return (0..all).collect() };
     let ext_ids = |k: Kind| -> Vec<usize> {
         s.store
-            .ids_with_external_id(k.store_key(), v)
+            .ids_with(k.store_key(), v)
             .iter()
             .filter_map(|id| match k {
                 Kind::User => snap.user_index(id),
@@ -344,7 +344,7 @@ fn candidates(s: &ScimState, snap: &Snapshot, kind: Kind, f: Option<&filter::Fil
         (Kind::User, "id") => snap.user_index(v).into_iter().collect(),
         (Kind::User, "emails" | "emails.value") => snap.user_indexes_by_email(v).to_vec(),
         (Kind::Group, "displayname") => snap.group_index_by_name(v).into_iter().collect(),
-        (Kind::Group, "id") => snap.group_index(v).into_iter().collect(),
+        (Kind::Group, "id") => resource::backend_id(kind, v).and_then(|b| snap.group_index(b)).into_iter().collect(),
         (k, "externalid") => ext_ids(k),
         _ => (0..all).collect(),
     }
@@ -422,11 +422,12 @@ pub fn list(s: &ScimState, kinds: &[Kind], q: &Query, base: &str) -> Result<Repl
 
 fn current(s: &ScimState, kind: Kind, id: &str, base: &str) -> Result<(Arc<Snapshot>, usize, Value), ScimError> {
     let snap = s.dir.snapshot()?;
-    let idx = match kind {
-        Kind::User => snap.user_index(id),
-        Kind::Group => snap.group_index(id),
-    }
-    .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
+    let idx = resource::backend_id(kind, id)
+        .and_then(|b| match kind {
+            Kind::User => snap.user_index(b),
+            Kind::Group => snap.group_index(b),
+        })
+        .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
     let v = resource_json(s, &snap, kind, idx, &s.def(kind), base);
     Ok((snap, idx, v))
 }
@@ -509,7 +510,9 @@ pub async fn create(s: &ScimState, p: &Principal, kind: Kind, body: &Value, base
                 password,
             };
             let u = s.dir.create_user(&actor, new).await?;
-            s.store.set_external_id(kind.store_key(), &u.id, f.external_id.as_deref()).map_err(store_err)?;
+            s.store.set(kind.store_key(), &u.id, f.external_id.as_deref()).map_err(store_err)?;
+            let shown = f.display_name.filter(|d| *d != u.full_name());
+            s.store.set(resource::DISPLAY_NAME_NS, &u.id, shown.as_deref()).map_err(store_err)?;
             u.id.clone()
         }
         Kind::Group => {
@@ -517,11 +520,11 @@ pub async fn create(s: &ScimState, p: &Principal, kind: Kind, body: &Value, base
             check_members(s, &f.members)?;
             let g =
                 s.dir.create_group(&actor, NewGroup { name: f.name, description: None, members: f.members }).await?;
-            s.store.set_external_id(kind.store_key(), &g.id, f.external_id.as_deref()).map_err(store_err)?;
+            s.store.set(kind.store_key(), &g.id, f.external_id.as_deref()).map_err(store_err)?;
             g.id.clone()
         }
     };
-    let (_, _, v) = current(s, kind, &id, base)?;
+    let (_, _, v) = current(s, kind, &resource::scim_id(kind, &id), base)?;
     Ok(Reply::resource(StatusCode::CREATED, v))
 }
 
@@ -555,6 +558,12 @@ pub async fn modify(
     let (snap, idx, cur) = current(s, kind, id, base)?;
     check_if_match(headers, &cur)?;
     let def = s.def(kind);
+    let scim_id = id;
+    let id = match kind {
+        Kind::User => snap.user(idx).id.clone(),
+        Kind::Group => snap.group(idx).id.clone(),
+    };
+    let id = id.as_str();
     let target = match change {
         Change::Replace(body) => body.clone(),
         Change::Patch(body) => {
@@ -575,8 +584,10 @@ pub async fn modify(
                 new.active = old.active;
             }
             let changes = new.changes_from(&old, caps.employee_number);
+            let mut full_name = snap.user(idx).full_name();
             if !changes.is_empty() {
-                s.dir.update_user(&actor, id, changes).await?;
+                let u = s.dir.update_user(&actor, id, changes).await?;
+                full_name = u.full_name();
                 done.push("user attributes updated".into());
             }
             if let Some(pw) = password {
@@ -585,9 +596,18 @@ pub async fn modify(
             }
             if new.external_id != old.external_id {
                 s.store
-                    .set_external_id(kind.store_key(), id, new.external_id.as_deref())
+                    .set(kind.store_key(), id, new.external_id.as_deref())
                     .map_err(|e| partial(store_err(e), &done))?;
             }
+            // The displayName follows the name unless a client set (or removed) it.
+            let stored = s.store.get(resource::DISPLAY_NAME_NS, id);
+            let shown = match new.display_name {
+                _ if new.display_name == old.display_name && stored.is_none() => None,
+                Some(d) if d == full_name => None,
+                Some(d) => Some(d),
+                None => Some(String::new()),
+            };
+            s.store.set(resource::DISPLAY_NAME_NS, id, shown.as_deref()).map_err(|e| partial(store_err(e), &done))?;
         }
         Kind::Group => {
             let g = snap.group(idx);
@@ -596,7 +616,7 @@ pub async fn modify(
             let old = GroupFields {
                 name: g.name.clone(),
                 members: old_members,
-                external_id: s.store.external_id(kind.store_key(), id),
+                external_id: s.store.get(kind.store_key(), id),
             };
             let add: Vec<&String> = new.members.iter().filter(|m| !old.members.contains(m)).collect();
             let remove: Vec<&String> = old.members.iter().filter(|m| !new.members.contains(m)).collect();
@@ -633,12 +653,12 @@ pub async fn modify(
             }
             if new.external_id != old.external_id {
                 s.store
-                    .set_external_id(kind.store_key(), id, new.external_id.as_deref())
+                    .set(kind.store_key(), id, new.external_id.as_deref())
                     .map_err(|e| partial(store_err(e), &done))?;
             }
         }
     }
-    let (_, _, v) = current(s, kind, id, base)?;
+    let (_, _, v) = current(s, kind, scim_id, base)?;
     Ok(Reply::resource(StatusCode::OK, v))
 }
 
@@ -651,13 +671,21 @@ pub async fn remove(
     base: &str,
 ) -> Result<Reply, ScimError> {
     let _w = s.write_lock.lock().await;
-    let (_, _, cur) = current(s, kind, id, base)?;
+    let (snap, idx, cur) = current(s, kind, id, base)?;
     check_if_match(headers, &cur)?;
+    let id = match kind {
+        Kind::User => snap.user(idx).id.clone(),
+        Kind::Group => snap.group(idx).id.clone(),
+    };
+    let id = id.as_str();
     match kind {
         Kind::User => s.dir.delete_user(&p.actor(), id).await?,
         Kind::Group => s.dir.delete_group(&p.actor(), id).await?,
     }
-    s.store.set_external_id(kind.store_key(), id, None).map_err(store_err)?;
+    s.store.set(kind.store_key(), id, None).map_err(store_err)?;
+    if kind == Kind::User {
+        s.store.set(resource::DISPLAY_NAME_NS, id, None).map_err(store_err)?;
+    }
     Ok(Reply { status: StatusCode::NO_CONTENT, body: None, location: None, etag: None })
 }
 

@@ -74,6 +74,20 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp], def: &ResourceDef, limits: Limits
 
 fn apply_one(doc: &mut Value, op: &PatchOp, def: &ResourceDef, limits: Limits) -> Result<(), ScimError> {
     match &op.path {
+        // The whole extension as the target: its attributes, as in a path-less operation.
+        Some(p) if p.trim().eq_ignore_ascii_case(ENTERPRISE_URN) => match (op.op, &op.value) {
+            (OpKind::Remove, _) => {
+                if let Some(o) = doc.as_object_mut() {
+                    o.retain(|k, _| !k.eq_ignore_ascii_case(ENTERPRISE_URN));
+                }
+                Ok(())
+            }
+            (_, Some(v)) => {
+                let wrapped = PatchOp { op: op.op, path: None, value: Some(json!({ ENTERPRISE_URN: v })) };
+                apply_one(doc, &wrapped, def, limits)
+            }
+            (_, None) => Err(ScimError::invalid_syntax("a value is needed")),
+        },
         Some(p) => {
             let pp = parse_path(p, limits)?;
             apply_attr(doc, op.op, &pp.attr, pp.filter.as_ref(), op.value.as_ref(), def, true)
@@ -93,6 +107,9 @@ fn apply_one(doc: &mut Value, op: &PatchOp, def: &ResourceDef, limits: Limits) -
                     match v {
                         Value::Object(inner) => {
                             for (ik, iv) in inner {
+                                if ik.eq_ignore_ascii_case("schemas") || ik.eq_ignore_ascii_case("meta") {
+                                    continue;
+                                }
                                 let r = split_attr(ik)
                                     .ok_or_else(|| ScimError::bad_request("invalidPath", format!("bad key {ik:?}")))?;
                                 let r = AttrRef { urn: Some(k.clone()), ..r };

@@ -11,6 +11,26 @@ use super::state::StateStore;
 use crate::directory::Snapshot;
 use crate::model::{User, UserChanges};
 
+/// Namespace of client-set display names in the state store.
+pub const DISPLAY_NAME_NS: &str = "user.displayName";
+
+/// SCIM ids must be unique across resource types (RFC 7643 §3.1), but backends number users and
+/// groups separately: users keep the backend id, groups get a `g` prefix.
+pub fn scim_id(kind: Kind, backend_id: &str) -> String {
+    match kind {
+        Kind::User => backend_id.to_string(),
+        Kind::Group => format!("g{backend_id}"),
+    }
+}
+
+/// The backend id behind a SCIM id, if it is one of ours.
+pub fn backend_id(kind: Kind, scim_id: &str) -> Option<&str> {
+    match kind {
+        Kind::User => Some(scim_id),
+        Kind::Group => scim_id.strip_prefix('g'),
+    }
+}
+
 fn rfc3339(unix: Option<i64>) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix.unwrap_or(0)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
@@ -44,7 +64,7 @@ fn locale_in(l: &str) -> String {
 pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, store: &StateStore) -> Value {
     let u = snap.user(idx);
     let mut v = json!({"schemas": [def.kind.urn()], "id": u.id, "userName": u.login});
-    if let Some(x) = store.external_id(Kind::User.store_key(), &u.id) {
+    if let Some(x) = store.get(Kind::User.store_key(), &u.id) {
         v["externalId"] = json!(x);
     }
     let mut name = Map::new();
@@ -54,9 +74,15 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, sto
     if !u.last_name.is_empty() {
         name.insert("familyName".into(), json!(u.last_name));
     }
-    name.insert("formatted".into(), json!(u.full_name()));
-    v["name"] = Value::Object(name);
-    v["displayName"] = json!(u.full_name());
+    if !name.is_empty() {
+        v["name"] = Value::Object(name);
+    }
+    match store.get(DISPLAY_NAME_NS, &u.id) {
+        // A client removed it.
+        Some(d) if d.is_empty() => {}
+        Some(d) => v["displayName"] = json!(d),
+        None => v["displayName"] = json!(u.full_name()),
+    }
     if let Some(t) = u.title.as_deref().filter(|t| !t.is_empty()) {
         v["title"] = json!(t);
     }
@@ -65,7 +91,7 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, sto
     }
     v["active"] = json!(u.active);
     if !u.email.is_empty() {
-        v["emails"] = json!([{"value": u.email, "type": "work", "primary": true}]);
+        v["emails"] = json!([{"value": u.email, "type": "work"}]);
     }
     let mut phones = Vec::new();
     if let Some(p) = u.phone.as_deref().filter(|p| !p.is_empty()) {
@@ -82,7 +108,8 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, sto
         .iter()
         .map(|&gi| {
             let g = snap.group(gi);
-            json!({"value": g.id, "display": g.name, "$ref": format!("{base}/Groups/{}", g.id), "type": "direct"})
+            let id = scim_id(Kind::Group, &g.id);
+            json!({"value": id, "display": g.name, "$ref": format!("{base}/Groups/{id}"), "type": "direct"})
         })
         .collect();
     if !groups.is_empty() {
@@ -99,8 +126,9 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, sto
 
 pub fn group_json(snap: &Snapshot, idx: usize, base: &str, store: &StateStore) -> Value {
     let g = snap.group(idx);
-    let mut v = json!({"schemas": [Kind::Group.urn()], "id": g.id, "displayName": g.name});
-    if let Some(x) = store.external_id(Kind::Group.store_key(), &g.id) {
+    let id = scim_id(Kind::Group, &g.id);
+    let mut v = json!({"schemas": [Kind::Group.urn()], "id": id, "displayName": g.name});
+    if let Some(x) = store.get(Kind::Group.store_key(), &g.id) {
         v["externalId"] = json!(x);
     }
     let members: Vec<Value> = snap
@@ -112,7 +140,7 @@ pub fn group_json(snap: &Snapshot, idx: usize, base: &str, store: &StateStore) -
         })
         .collect();
     v["members"] = Value::Array(members);
-    finish(v, Kind::Group, base, &g.id, g.created, g.modified)
+    finish(v, Kind::Group, base, &id, g.created, g.modified)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,6 +160,8 @@ pub struct UserFields {
     pub employee_number: Option<String>,
     pub active: Option<bool>,
     pub external_id: Option<String>,
+    /// Kept by the gateway when it differs from the name.
+    pub display_name: Option<String>,
 }
 
 impl UserFields {
@@ -147,7 +177,12 @@ impl UserFields {
             locale: u.locale.clone().filter(|s| !s.is_empty()),
             employee_number: u.employee_number.clone().filter(|s| !s.is_empty()),
             active: Some(u.active),
-            external_id: store.external_id(Kind::User.store_key(), &u.id),
+            external_id: store.get(Kind::User.store_key(), &u.id),
+            display_name: match store.get(DISPLAY_NAME_NS, &u.id) {
+                Some(d) if d.is_empty() => None,
+                Some(d) => Some(d),
+                None => Some(u.full_name()),
+            },
         }
     }
 
@@ -229,7 +264,8 @@ pub fn user_fields(v: &Value, def: &ResourceDef) -> Result<(UserFields, Option<S
     for (k, val) in obj {
         let key = k.to_ascii_lowercase();
         match key.as_str() {
-            "schemas" | "meta" | "id" | "displayname" | "groups" => {}
+            "schemas" | "meta" | "id" | "groups" => {}
+            "displayname" => f.display_name = opt_string("displayName", val)?,
             "username" => login = opt_string("userName", val)?,
             "externalid" => f.external_id = opt_string("externalId", val)?,
             "name" => match val {
@@ -300,6 +336,9 @@ pub fn user_fields(v: &Value, def: &ResourceDef) -> Result<(UserFields, Option<S
                 Value::Null => {}
                 Value::Object(ext) => {
                     for (ek, ev) in ext {
+                        if ek.eq_ignore_ascii_case("schemas") || ek.eq_ignore_ascii_case("meta") {
+                            continue;
+                        }
                         if ek.eq_ignore_ascii_case("employeeNumber") && def.extension.is_some() {
                             f.employee_number = opt_string("employeeNumber", ev)?;
                         } else if !is_empty_value(&normalise_manager(ek, ev)) {
@@ -461,6 +500,24 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
                 _ => {}
             },
             (Some(_), true) => {}
+        }
+    }
+    // Sub-attributes returned only on request.
+    for a in &def.core {
+        for sub in a.sub.iter().filter(|s| s.returned == Returned::Request) {
+            let asked = attrs.iter().any(|r| {
+                r.name.eq_ignore_ascii_case(a.name) && r.sub.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(sub.name))
+            });
+            if asked {
+                continue;
+            }
+            if let Some(Value::Array(items)) = obj.get_mut(a.name) {
+                for e in items.iter_mut() {
+                    if let Value::Object(o) = e {
+                        o.remove(sub.name);
+                    }
+                }
+            }
         }
     }
     // Never return write-only attributes.

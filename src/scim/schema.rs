@@ -37,6 +37,8 @@ pub enum Returned {
     Always,
     Never,
     Default,
+    /// Only when named in `attributes`.
+    Request,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,9 @@ pub struct AttrDef {
     pub unique: bool,
     pub canonical: &'static [&'static str],
     pub sub: Vec<AttrDef>,
+    /// Accepted from clients but neither listed in /Schemas nor returned (e.g. `emails.primary`,
+    /// which the backend cannot keep per address).
+    pub hidden: bool,
 }
 
 impl AttrDef {
@@ -66,6 +71,7 @@ impl AttrDef {
             unique: false,
             canonical: &[],
             sub: Vec::new(),
+            hidden: false,
         }
     }
     fn multi(mut self) -> Self {
@@ -95,6 +101,14 @@ impl AttrDef {
     }
     fn canonical(mut self, v: &'static [&'static str]) -> Self {
         self.canonical = v;
+        self
+    }
+    fn returned(mut self, r: Returned) -> Self {
+        self.returned = r;
+        self
+    }
+    fn hidden(mut self) -> Self {
+        self.hidden = true;
         self
     }
     fn sub(mut self, s: Vec<AttrDef>) -> Self {
@@ -133,6 +147,7 @@ impl AttrDef {
                 Returned::Always => "always",
                 Returned::Never => "never",
                 Returned::Default => "default",
+                Returned::Request => "request",
             },
         });
         if self.ty != Ty::Complex && self.ty != Ty::Boolean {
@@ -146,7 +161,7 @@ impl AttrDef {
             v["referenceTypes"] = json!(["User", "Group"]);
         }
         if !self.sub.is_empty() {
-            v["subAttributes"] = Value::Array(self.sub.iter().map(AttrDef::to_json).collect());
+            v["subAttributes"] = Value::Array(self.sub.iter().filter(|a| !a.hidden).map(AttrDef::to_json).collect());
         }
         v
     }
@@ -219,7 +234,8 @@ fn member_subs(kind: &'static [&'static str]) -> Vec<AttrDef> {
     vec![
         AttrDef::new("value", Ty::String).exact(),
         AttrDef::new("$ref", Ty::Reference).exact(),
-        AttrDef::new("display", Ty::String).read_only(),
+        // Clients cannot set it; returned when asked for (`attributes=members.display`).
+        AttrDef::new("display", Ty::String).read_only().returned(Returned::Request),
         AttrDef::new("type", Ty::String).canonical(kind),
     ]
 }
@@ -229,20 +245,22 @@ impl ResourceDef {
         let core = vec![
             AttrDef::new("userName", Ty::String).required().unique(),
             AttrDef::new("name", Ty::Complex).sub(vec![
-                AttrDef::new("formatted", Ty::String).read_only(),
                 AttrDef::new("familyName", Ty::String),
                 AttrDef::new("givenName", Ty::String),
+                // Derived from the two names; accepted and ignored on input.
+                AttrDef::new("formatted", Ty::String).read_only().hidden(),
             ]),
-            // Derived from the name, as the LDAP displayName/cn are.
-            AttrDef::new("displayName", Ty::String).read_only(),
+            // The name, unless a client set another one (kept by the gateway).
+            AttrDef::new("displayName", Ty::String),
             AttrDef::new("title", Ty::String),
             AttrDef::new("locale", Ty::String),
-            AttrDef::new("active", Ty::Boolean),
+            // Required: the backend always has an enabled flag, so it can never be unassigned.
+            AttrDef::new("active", Ty::Boolean).required(),
             AttrDef::new("password", Ty::String).write_only(),
             AttrDef::new("emails", Ty::Complex).multi().sub(vec![
                 AttrDef::new("value", Ty::String),
                 AttrDef::new("type", Ty::String).canonical(&["work"]),
-                AttrDef::new("primary", Ty::Boolean),
+                AttrDef::new("primary", Ty::Boolean).hidden(),
             ]),
             AttrDef::new("phoneNumbers", Ty::Complex).multi().sub(vec![
                 AttrDef::new("value", Ty::String),

@@ -1,5 +1,5 @@
-//! The gateway's own durable state for SCIM: `externalId` values, which some backends cannot store
-//! (Dolibarr 22 drops `ref_ext`). Kept in an embedded crash-safe database file (redb), keyed by
+//! The gateway's own durable state for SCIM: values some backends cannot store, such as `externalId`
+//! (Dolibarr 22 drops `ref_ext`) and a `displayName` that differs from the name. Kept in an embedded crash-safe database file (redb), keyed by
 //! resource kind and backend id, and mirrored in memory for reads.
 
 use std::collections::HashMap;
@@ -53,12 +53,12 @@ impl StateStore {
         Ok(StateStore { db: Some(db), map: RwLock::new(map) })
     }
 
-    pub fn external_id(&self, kind: &str, id: &str) -> Option<String> {
+    pub fn get(&self, kind: &str, id: &str) -> Option<String> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(&key(kind, id)).cloned()
     }
 
-    /// Ids of the resources of `kind` with this externalId (case-exact).
-    pub fn ids_with_external_id(&self, kind: &str, external_id: &str) -> Vec<String> {
+    /// Ids of the resources in namespace `kind` with this value (case-exact).
+    pub fn ids_with(&self, kind: &str, external_id: &str) -> Vec<String> {
         let prefix = format!("{kind}/");
         self.map
             .read()
@@ -70,7 +70,7 @@ impl StateStore {
     }
 
     /// Sets (`Some`) or removes (`None`) a resource's externalId, durably before returning.
-    pub fn set_external_id(&self, kind: &str, id: &str, value: Option<&str>) -> Result<(), StateError> {
+    pub fn set(&self, kind: &str, id: &str, value: Option<&str>) -> Result<(), StateError> {
         let k = key(kind, id);
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if map.get(&k).map(String::as_str) == value {
@@ -109,16 +109,16 @@ mod tests {
         let p = dir.path().join("sub/state.redb");
         {
             let s = StateStore::open(Some(&p)).unwrap();
-            s.set_external_id("user", "1", Some("ext-a")).unwrap();
-            s.set_external_id("group", "1", Some("ext-g")).unwrap();
-            s.set_external_id("user", "2", Some("gone")).unwrap();
-            s.set_external_id("user", "2", None).unwrap();
+            s.set("user", "1", Some("ext-a")).unwrap();
+            s.set("group", "1", Some("ext-g")).unwrap();
+            s.set("user", "2", Some("gone")).unwrap();
+            s.set("user", "2", None).unwrap();
         }
         let s = StateStore::open(Some(&p)).unwrap();
-        assert_eq!(s.external_id("user", "1").as_deref(), Some("ext-a"));
-        assert_eq!(s.external_id("group", "1").as_deref(), Some("ext-g"));
-        assert_eq!(s.external_id("user", "2"), None);
-        assert_eq!(s.ids_with_external_id("user", "ext-a"), vec!["1".to_string()]);
-        assert!(s.ids_with_external_id("user", "EXT-A").is_empty());
+        assert_eq!(s.get("user", "1").as_deref(), Some("ext-a"));
+        assert_eq!(s.get("group", "1").as_deref(), Some("ext-g"));
+        assert_eq!(s.get("user", "2"), None);
+        assert_eq!(s.ids_with("user", "ext-a"), vec!["1".to_string()]);
+        assert!(s.ids_with("user", "EXT-A").is_empty());
     }
 }
