@@ -121,7 +121,7 @@ async fn demo() -> common::Demo {
     common::start_demo_with(|_| {}).await
 }
 
-fn dolibarr_config(sim: &DolibarrSim, state: &PathBuf) -> Config {
+fn dolibarr_config(sim: &DolibarrSim, state: &std::path::Path) -> Config {
     let text = format!(
         r#"
         [ldap]

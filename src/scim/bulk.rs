@@ -287,6 +287,6 @@ mod tests {
         let e = parse_ops(&json!({"Operations": [{"method": "POST", "path": "/Users"}]}), 5).err().map(|e| e.detail);
         assert!(e.is_some_and(|d| d.contains("bulkId")));
         assert!(kind_and_id("/Things").is_err());
-        assert_eq!(kind_and_id("/Groups/3").ok().map(|(k, i)| (k, i)), Some((Kind::Group, Some("3".into()))));
+        assert_eq!(kind_and_id("/Groups/3").ok(), Some((Kind::Group, Some("3".into()))));
     }
 }

@@ -405,10 +405,11 @@ fn apply_attr(
     {
         obj.remove(&key);
     }
-    if ext && let Some(o) = doc.as_object_mut() {
-        if o.get(ENTERPRISE_URN).is_some_and(|e| e.as_object().is_some_and(|m| m.is_empty())) {
-            o.remove(ENTERPRISE_URN);
-        }
+    if ext
+        && let Some(o) = doc.as_object_mut()
+        && o.get(ENTERPRISE_URN).is_some_and(|e| e.as_object().is_some_and(|m| m.is_empty()))
+    {
+        o.remove(ENTERPRISE_URN);
     }
     Ok(())
 }
