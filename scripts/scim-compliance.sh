@@ -12,14 +12,21 @@ cd "$(dirname "$0")/.."
 
 VENV=target/scim-venv
 if [[ ! -x $VENV/bin/scim2 || ! -x $VENV/bin/scim-sanity ]]; then
-  python3 -m venv "$VENV"
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    echo "installing python3-venv..."
+    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get install -y -qq python3-venv >/dev/null 2>&1 || { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq python3-venv >/dev/null; }
+    rm -rf "$VENV"; python3 -m venv "$VENV"
+  fi
   "$VENV/bin/pip" install -q scim2-tester==0.5.2 scim2-cli==0.6.0 scim-sanity==0.7.4
 fi
 
+# The binary under test: IDGATE_BIN, or a debug build of this tree (quick when cargo test just ran).
 BIN=${IDGATE_BIN:-}
 if [[ -z $BIN ]]; then
-  if [[ -x target/release/idgate ]]; then BIN=target/release/idgate
-  else cargo build --locked -q && BIN=target/debug/idgate; fi
+  cargo build --locked -q
+  BIN=target/debug/idgate
 fi
 
 WORK=$(mktemp -d)

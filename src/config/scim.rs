@@ -64,3 +64,23 @@ pub enum ScimScope {
     Read,
     Write,
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ScimScope};
+
+    #[test]
+    fn defaults_tokens_and_unknown_keys() {
+        let c = Config::parse("[backend]\nkind=\"memory\"\n").unwrap();
+        assert!(c.scim.enabled && c.scim.tokens.is_empty() && !c.scim.group_patch_no_content);
+        let c = Config::parse(
+            "[scim]\ngroup_patch_no_content = true\n[[scim.tokens]]\nname=\"a\"\ntoken=\"t0k3n\"\nscope=\"read\"\n[backend]\nkind=\"memory\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.scim.tokens[0].scope, ScimScope::Read);
+        assert!(c.scim.group_patch_no_content);
+        assert!(!format!("{:?}", c.scim).contains("t0k3n"), "tokens are secrets");
+        let e = Config::parse("[scim]\nmax_result = 3\n[backend]\nkind=\"memory\"\n").unwrap_err();
+        assert!(e.contains("max_result"), "{e}");
+    }
+}
