@@ -589,8 +589,6 @@ async fn external_id_survives_a_restart() {
     let p =
         s.patch(&format!("/Users/{alice}"), json!([{"op": "add", "path": "externalId", "value": "ext-alice"}])).await;
     assert_eq!(p.status, 200);
-    let g = s.post("/Groups", json!({"displayName": "durable", "externalId": "ext-group"})).await;
-    assert_eq!(g.status, 201);
     r.shutdown().await;
 
     let r = start(state).await;
@@ -646,6 +644,24 @@ async fn queries_etags_discovery_and_bulk() {
     let r = s.raw(Method::PATCH, "/Users/1", Some(body), &[("if-match", &etag)]).await;
     assert_eq!(r.status, 200);
     assert_ne!(r.headers["etag"].to_str().unwrap(), etag);
+
+    // PATCH answers with the resource, honouring attributes
+    let r = s
+        .call(
+            Method::PATCH,
+            "/Users/1?attributes=title",
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "y"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!((r.body["title"].as_str(), r.body["id"].as_str()), (Some("y"), Some("1")));
+    assert!(r.body.get("userName").is_none() && r.body.get("emails").is_none());
+    // members' display only on request
+    let staff = s.filter("Groups", "displayName eq \"staff\"", "").await.body["Resources"][0].clone();
+    assert!(staff["members"][0].get("display").is_none());
+    let gid = staff["id"].as_str().unwrap();
+    let r = s.get(&format!("/Groups/{gid}?attributes=members.display,members.value")).await;
+    assert!(r.body["members"][0]["display"].is_string(), "{}", r.body);
 
     // discovery
     let r = s.get("/Schemas").await;
@@ -810,4 +826,21 @@ async fn read_tokens_cannot_write_and_patch_failures_leave_dolibarr_untouched() 
     assert!(!r.detail().is_empty());
     sim.clear_failures();
     assert_ne!(s.get(&format!("/Users/{jdoe}")).await.body["title"], "During outage");
+}
+
+#[tokio::test]
+async fn group_patch_can_answer_204() {
+    let d = common::start_demo_with(|c| c.scim.group_patch_no_content = true).await;
+    let s = Scim::new(&d.running);
+    let staff = s.filter("Groups", "displayName eq \"staff\"", "").await.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .patch(&format!("/Groups/{staff}"), json!([{"op": "add", "path": "members", "value": [{"value": "3"}]}]))
+        .await;
+    assert_eq!((r.status, &r.body), (204, &Value::Null));
+    assert!(member_ids(&s.get(&format!("/Groups/{staff}")).await.body).contains(&"3".to_string()));
+    let r = s.patch("/Users/3", json!([{"op": "replace", "path": "title", "value": "still 200 for users"}])).await;
+    assert_eq!(r.status, 200);
 }

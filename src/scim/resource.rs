@@ -452,11 +452,23 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
             let val = match &r.sub {
                 None => val.clone(),
                 Some(sub) => match val {
-                    Value::Array(a) => Value::Array(
-                        a.iter()
-                            .filter_map(|e| get_ci(e, sub).map(|x| json!({ canonical_sub(def, r, sub): x })))
-                            .collect(),
-                    ),
+                    Value::Array(a) => {
+                        // Several sub-attributes of one multi-valued attribute merge element by element.
+                        let prev = out.get(&key).and_then(Value::as_array).cloned().unwrap_or_default();
+                        let name = canonical_sub(def, r, sub);
+                        Value::Array(
+                            a.iter()
+                                .enumerate()
+                                .map(|(i, e)| {
+                                    let mut o = prev.get(i).and_then(Value::as_object).cloned().unwrap_or_default();
+                                    if let Some(x) = get_ci(e, sub) {
+                                        o.insert(name.clone(), x.clone());
+                                    }
+                                    Value::Object(o)
+                                })
+                                .collect(),
+                        )
+                    }
                     Value::Object(_) => match get_ci(val, sub) {
                         Some(x) => merge_sub(out.get(&key), &canonical_sub(def, r, sub), x),
                         None => continue,
