@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs idgate's whole test suite: installs the system tools the tests drive (OpenLDAP's client
-# tools) when they are missing, then runs `cargo test`. Usage: scripts/test.sh [cargo test args]
+# tools) when they are missing, then runs `cargo test` and the SCIM compliance testers. Usage: scripts/test.sh [cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +16,4 @@ need() { # need BINARY DEBIAN_PACKAGE
 need ldapsearch ldap-utils
 
 cargo test --locked "$@"
+scripts/scim-compliance.sh   # SCIM compliance testers (Python venv under target/) against the demo

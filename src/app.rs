@@ -119,12 +119,17 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {}: {e}", cfg.http.listen))?;
     let http_addr = http_listener.local_addr()?;
-    let router = crate::ops::router(crate::ops::OpsState { dir: directory.clone(), metrics: metrics.clone() });
+    let mut router = crate::ops::router(crate::ops::OpsState { dir: directory.clone(), metrics: metrics.clone() });
+    if cfg.scim.enabled {
+        let scim = crate::scim::ScimState::new(directory.clone(), cfg.scim.clone())?;
+        router = router.merge(crate::scim::router(Arc::new(scim)));
+    }
     let mut http_shutdown = rx.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {
-            let _ = http_shutdown.changed().await;
-        });
+        let serve = axum::serve(http_listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");
         }

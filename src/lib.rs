@@ -8,3 +8,4 @@ pub mod directory;
 pub mod ldap;
 pub mod model;
 pub mod ops;
+pub mod scim;

@@ -2,6 +2,7 @@
 //! config file's folder, and every secret readable from the environment or a file.
 
 mod duration;
+mod scim;
 mod secret;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use scim::{ScimConfig, ScimScope, ScimToken};
 pub use secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub bind_throttle: ThrottleConfig,
+    #[serde(default)]
+    pub scim: ScimConfig,
     pub backend: BackendConfig,
 }
 
@@ -429,6 +433,11 @@ impl Config {
         {
             m.seed = Some(dir.join(seed));
         }
+        if let Some(p) = &cfg.scim.state_path
+            && p.is_relative()
+        {
+            cfg.scim.state_path = Some(dir.join(p));
+        }
         cfg.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
         Ok(cfg)
     }
@@ -464,6 +473,17 @@ impl Config {
         }
         if self.ldap.max_message_bytes < 1024 {
             return Err("ldap.max_message_bytes: at least 1024".into());
+        }
+        let mut tokens = std::collections::HashSet::new();
+        for t in &self.scim.tokens {
+            if t.name.is_empty() || t.token.expose().is_empty() || !tokens.insert(t.name.to_ascii_lowercase()) {
+                return Err(format!("scim.tokens: empty or duplicate name {:?}, or an empty token", t.name));
+            }
+        }
+        if self.scim.max_results == 0 || self.scim.bulk_max_operations == 0 || self.scim.max_body_bytes < 1024 {
+            return Err(
+                "scim: max_results and bulk_max_operations must be positive, max_body_bytes at least 1024".into()
+            );
         }
         if self.cache.max_stale < self.cache.refresh_interval {
             return Err("cache.max_stale must be at least cache.refresh_interval".into());
@@ -534,6 +554,7 @@ mod tests {
                 "IDGATE_DREAMFACTORY_API_KEY",
                 "IDGATE_LDAP_ADMIN_PASSWORD",
                 "IDGATE_LDAP_READER_PASSWORD",
+                "IDGATE_SCIM_TOKEN",
             ] {
                 std::env::set_var(v, "x");
             }

@@ -147,7 +147,15 @@ pub fn demo_config() -> Config {
     if cfg.ldap.ldaps_listen.is_some() {
         cfg.ldap.ldaps_listen = Some("127.0.0.1:0".parse().expect("addr"));
     }
+    cfg.scim.state_path = Some(fresh_state_path());
     cfg
+}
+
+/// A state file no other test (or process) uses.
+pub fn fresh_state_path() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("idgate-test-{}-{n}", std::process::id())).join("scim-state.redb")
 }
 
 /// Starts the demo after letting the caller adjust the config.
