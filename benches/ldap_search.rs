@@ -8,11 +8,14 @@
 //! `scripts/bench-vs-slapd.sh`): BENCH_TARGET=host:port, BENCH_BIND_DN, BENCH_BIND_PW. With
 //! BENCH_WRITE_SEED=path or BENCH_WRITE_LDIF=path it writes the directory and exits.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use idgate::backend::memory::{MemoryBackend, Seed};
+use common::{seed, seed_json};
+use idgate::backend::memory::MemoryBackend;
 use idgate::config::Config;
 use ldap3_proto::LdapCodec;
 use ldap3_proto::proto::*;
@@ -21,33 +24,6 @@ use tokio_util::codec::Framed;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn seed(users: usize) -> Seed {
-    serde_json::from_value(seed_json(users)).unwrap()
-}
-
-fn seed_json(users: usize) -> serde_json::Value {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    // One cheap hash shared by every user keeps start-up and cache warming fast; the measured binds
-    // are answered by the bind cache, whose cost does not depend on the hash parameters.
-    let salt = SaltString::encode_b64(b"bench-salt-16byt").unwrap();
-    let params = argon2::Params::new(8, 1, 1, None).unwrap();
-    let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let hash = hasher.hash_password(b"bench-password", &salt).unwrap().to_string();
-    let users: Vec<serde_json::Value> = (0..users)
-        .map(|i| {
-            serde_json::json!({"login": format!("user{i:05}"), "firstname": "User", "lastname": format!("{i}"),
-                               "email": format!("user{i:05}@example.com"), "password_hash": hash})
-        })
-        .collect();
-    let groups: Vec<serde_json::Value> = (0..20)
-        .map(|g| {
-            serde_json::json!({"name": format!("group{g}"),
-            "members": (0..users.len()).filter(|i| i % 20 == g).map(|i| format!("user{i:05}")).collect::<Vec<_>>()})
-        })
-        .collect();
-    serde_json::json!({"users": users, "groups": groups})
 }
 
 async fn client(addr: std::net::SocketAddr) -> Framed<TcpStream, LdapCodec> {

@@ -27,7 +27,7 @@ fn backend(sim: &DolibarrSim) -> DolibarrBackend {
 }
 
 #[tokio::test]
-async fn reads_users_and_skips_specimen() {
+async fn dolibarr_reads_users_and_skips_specimen() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let users = b.list_users().await.unwrap();
@@ -59,7 +59,7 @@ async fn reads_users_and_skips_specimen() {
 }
 
 #[tokio::test]
-async fn tolerates_type_flips() {
+async fn dolibarr_tolerates_type_flips() {
     let sim = DolibarrSim::start(Version::V22).await;
     sim.set_user_field(2, "statut", json!(1));
     sim.set_user_field(2, "admin", json!(0));
@@ -74,7 +74,7 @@ async fn tolerates_type_flips() {
 }
 
 #[tokio::test]
-async fn pages_through_users() {
+async fn dolibarr_pages_through_users() {
     let sim = DolibarrSim::start(Version::V22).await;
     for i in 0..5 {
         sim.add_user(&format!("extra{i}"), "E", "X", "", None);
@@ -92,7 +92,7 @@ async fn pages_through_users() {
 }
 
 #[tokio::test]
-async fn incremental_sync_uses_server_local_time() {
+async fn dolibarr_incremental_sync_uses_server_local_time() {
     let sim = DolibarrSim::start(Version::V22).await;
     sim.set_utc_offset(3600);
     let b = backend(&sim);
@@ -122,7 +122,7 @@ fn new_user(login: &str) -> NewUser {
 }
 
 #[tokio::test]
-async fn creates_updates_and_deletes_users() {
+async fn dolibarr_creates_updates_and_deletes_users() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let u = b.create_user(&new_user("newbie")).await.unwrap();
@@ -176,7 +176,7 @@ async fn creates_updates_and_deletes_users() {
 }
 
 #[tokio::test]
-async fn create_follow_up_failure_is_reported() {
+async fn dolibarr_create_follow_up_failure_is_reported() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let mut off = new_user("halfway");
@@ -189,7 +189,7 @@ async fn create_follow_up_failure_is_reported() {
 }
 
 #[tokio::test]
-async fn passwords() {
+async fn dolibarr_passwords() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let jdoe = b.get_user("2").await.unwrap().unwrap();
@@ -211,7 +211,7 @@ async fn passwords() {
 }
 
 #[tokio::test]
-async fn groups_and_membership_on_22() {
+async fn dolibarr_groups_and_membership_on_22() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let groups = b.list_groups().await.unwrap();
@@ -252,7 +252,7 @@ async fn groups_and_membership_on_22() {
 }
 
 #[tokio::test]
-async fn groups_on_23() {
+async fn dolibarr_groups_on_23() {
     let sim = DolibarrSim::start(Version::V23).await;
     let b = backend(&sim);
     let report = b.probe().await.unwrap();
@@ -273,7 +273,7 @@ async fn groups_on_23() {
 }
 
 #[tokio::test]
-async fn probe_reports_version_permissions_and_auth() {
+async fn dolibarr_probe_reports_version_permissions_and_auth() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let before = b.capabilities();
@@ -302,7 +302,7 @@ async fn probe_reports_version_permissions_and_auth() {
 }
 
 #[tokio::test]
-async fn transient_failures_and_error_mapping() {
+async fn dolibarr_transient_failures_and_error_mapping() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     // One 503, then success: the read is retried.
@@ -335,7 +335,7 @@ async fn transient_failures_and_error_mapping() {
 }
 
 #[tokio::test]
-async fn timeouts_and_outages() {
+async fn dolibarr_timeouts_and_outages() {
     let sim = DolibarrSim::start(Version::V22).await;
     let mut cfg = config(&sim, sim.admin_key());
     cfg.timeout = Duration::from_millis(200);

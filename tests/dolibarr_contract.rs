@@ -168,7 +168,7 @@ async fn replay(path: &Path) -> Result<(), String> {
 }
 
 #[tokio::test]
-async fn every_recorded_exchange_replays() {
+async fn dolibarr_every_recorded_exchange_replays() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dolibarr");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixture directory")
@@ -202,7 +202,7 @@ async fn call(sim: &DolibarrSim, method: reqwest::Method, path: &str, body: Opti
 }
 
 #[tokio::test]
-async fn v23_group_writes_and_member_removal() {
+async fn dolibarr_v23_group_writes_and_member_removal() {
     let sim = DolibarrSim::start(Version::V23).await;
     let (s, id) = call(&sim, reqwest::Method::POST, "/users/groups", Some(json!({"name": "ops"}))).await;
     assert_eq!(s, 200);

@@ -66,7 +66,7 @@ fn first(e: &SearchEntry, attr: &str) -> Option<String> {
 }
 
 #[tokio::test]
-async fn erp_changes_appear_after_the_next_refresh() {
+async fn dolibarr_erp_changes_appear_after_the_next_refresh() {
     let sim = DolibarrSim::start(Version::V22).await;
     let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
 
@@ -106,7 +106,7 @@ async fn erp_changes_appear_after_the_next_refresh() {
 }
 
 #[tokio::test]
-async fn erp_outage_serves_cache_and_answers_unavailable() {
+async fn dolibarr_erp_outage_serves_cache_and_answers_unavailable() {
     let sim = DolibarrSim::start(Version::V22).await;
     let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
     let jdoe = "uid=jdoe,ou=people,dc=example,dc=com";
@@ -129,7 +129,7 @@ async fn erp_outage_serves_cache_and_answers_unavailable() {
 }
 
 #[tokio::test]
-async fn beyond_max_stale_reads_are_unavailable_not_stale() {
+async fn dolibarr_beyond_max_stale_reads_are_unavailable_not_stale() {
     let sim = DolibarrSim::start(Version::V22).await;
     let r = start(&sim, "refresh_interval = \"1s\"\nmax_stale = \"2s\"").await;
     assert_eq!(find(&r, "(uid=jdoe)").await.0, 0);
@@ -153,7 +153,7 @@ async fn beyond_max_stale_reads_are_unavailable_not_stale() {
 }
 
 #[tokio::test]
-async fn concurrent_binds_of_an_unknown_login_make_one_erp_lookup() {
+async fn dolibarr_concurrent_binds_of_an_unknown_login_make_one_erp_lookup() {
     let sim = DolibarrSim::start(Version::V22).await;
     let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
     // Created after the snapshot was loaded: the directory must ask the ERP for it.
@@ -174,7 +174,7 @@ async fn concurrent_binds_of_an_unknown_login_make_one_erp_lookup() {
 }
 
 #[tokio::test]
-async fn a_partial_refresh_never_replaces_the_snapshot() {
+async fn dolibarr_a_partial_refresh_never_replaces_the_snapshot() {
     let sim = DolibarrSim::start(Version::V22).await;
     let r = start(&sim, "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"").await;
     let before = r.directory.health();
@@ -252,7 +252,7 @@ async fn client_replays_against_dolibarr() {
 /// A rejected API key is the gateway's configuration problem: `/readyz` says so, and binds answer
 /// unavailable, never invalidCredentials.
 #[tokio::test]
-async fn a_rejected_api_key_is_a_configuration_problem() {
+async fn dolibarr_a_rejected_api_key_is_a_configuration_problem() {
     let sim = DolibarrSim::start(Version::V22).await;
     let text = format!(
         "[ldap]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[backend]\nkind = \"dolibarr\"\n\
