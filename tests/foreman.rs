@@ -298,6 +298,14 @@ async fn updates_users_always_sending_mail() {
         b.update_user("11", &UserChanges { last_name: Some("Nomail2".into()), ..Default::default() }).await.unwrap();
     assert_eq!(u.last_name, "Nomail2");
     assert_eq!(sim.last_body("PUT /users/{id}").unwrap()["user"]["mail_enabled"], json!(false));
+    // Clearing a mail is sent as such (leaving `mail` out would keep the old address).
+    let id = sim.add_user("clearme", "Clear", "Me", Some("clear.me@example.com"), None);
+    let u = b
+        .update_user(&id.to_string(), &UserChanges { email: Some(String::new()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(u.email, "");
+    assert_eq!(sim.user(id).unwrap().mail, None);
 
     let u = b.update_user("10", &UserChanges { active: Some(false), ..Default::default() }).await.unwrap();
     assert!(!u.active);

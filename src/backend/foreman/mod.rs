@@ -565,6 +565,10 @@ impl Backend for ForemanBackend {
         let mail = changes.email.clone().unwrap_or_else(|| current.email.clone());
         if mail.is_empty() {
             u.insert("mail_enabled".into(), json!(false));
+            if !current.email.is_empty() {
+                // A clear must be sent: without `mail`, Foreman keeps the old address.
+                u.insert("mail".into(), Value::Null);
+            }
         } else {
             u.insert("mail".into(), json!(mail));
         }
