@@ -13,8 +13,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use common::{seed, seed_json};
+use futures_util::{SinkExt, StreamExt};
 use idgate::backend::memory::MemoryBackend;
 use idgate::config::Config;
 use ldap3_proto::LdapCodec;

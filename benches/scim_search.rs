@@ -35,12 +35,7 @@ fn main() {
         let get = |http: reqwest::Client, base: String, i: usize| async move {
             let filter = format!("userName eq \"user{i:05}\"");
             let url = url::Url::parse_with_params(&base, &[("filter", filter.as_str())]).unwrap();
-            let r = http
-                .get(url)
-                .bearer_auth("bench-token")
-                .send()
-                .await
-                .unwrap();
+            let r = http.get(url).bearer_auth("bench-token").send().await.unwrap();
             assert_eq!(r.status(), 200);
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["totalResults"], 1);

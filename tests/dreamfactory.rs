@@ -93,7 +93,7 @@ async fn replay_example(path: &Path) -> Result<(), String> {
 }
 
 #[tokio::test]
-async fn every_example_exchange_replays() {
+async fn dreamfactory_every_example_exchange_replays() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dreamfactory");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixture directory")
@@ -148,7 +148,7 @@ fn new_user(email: &str) -> NewUser {
 }
 
 #[tokio::test]
-async fn lists_users_and_admins_page_by_page() {
+async fn dreamfactory_lists_users_and_admins_page_by_page() {
     let sim = DreamFactorySim::start().await;
     let b = DreamFactoryBackend::new(&DreamFactoryConfig { page_size: 2, ..config(&sim) }).unwrap();
     let users = b.list_users().await.expect("list");
@@ -164,7 +164,7 @@ async fn lists_users_and_admins_page_by_page() {
 }
 
 #[tokio::test]
-async fn get_and_find() {
+async fn dreamfactory_get_and_find() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     assert_eq!(b.get_user("u7").await.unwrap().unwrap().email, JANE_EMAIL);
@@ -184,7 +184,7 @@ async fn get_and_find() {
 }
 
 #[tokio::test]
-async fn incremental_sync_filters_on_modification_time() {
+async fn dreamfactory_incremental_sync_filters_on_modification_time() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     let since = time::OffsetDateTime::now_utc().unix_timestamp() - 5;
@@ -198,7 +198,7 @@ async fn incremental_sync_filters_on_modification_time() {
 }
 
 #[tokio::test]
-async fn create_update_delete_users() {
+async fn dreamfactory_create_update_delete_users() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     let u = b.create_user(&new_user("new.person@example.com")).await.expect("create");
@@ -246,7 +246,7 @@ async fn create_update_delete_users() {
 }
 
 #[tokio::test]
-async fn admins_live_on_their_own_endpoint_and_promotion_is_refused() {
+async fn dreamfactory_admins_live_on_their_own_endpoint_and_promotion_is_refused() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     let a = b.create_user(&NewUser { admin: true, ..new_user("ops.admin@example.com") }).await.expect("create admin");
@@ -272,7 +272,7 @@ async fn admins_live_on_their_own_endpoint_and_promotion_is_refused() {
 }
 
 #[tokio::test]
-async fn passwords_set_and_checked_through_sessions() {
+async fn dreamfactory_passwords_set_and_checked_through_sessions() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     let jane = b.get_user("u7").await.unwrap().unwrap();
@@ -303,7 +303,7 @@ async fn passwords_set_and_checked_through_sessions() {
 }
 
 #[tokio::test]
-async fn roles_are_groups() {
+async fn dreamfactory_roles_are_groups() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     let groups = b.list_groups().await.expect("groups");
@@ -353,7 +353,7 @@ async fn roles_are_groups() {
 }
 
 #[tokio::test]
-async fn probe_reports_credentials_and_capabilities() {
+async fn dreamfactory_probe_reports_credentials_and_capabilities() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     let p = b.probe().await.expect("probe");
@@ -380,7 +380,7 @@ async fn probe_reports_credentials_and_capabilities() {
 }
 
 #[tokio::test]
-async fn error_mapping_and_retries() {
+async fn dreamfactory_error_mapping_and_retries() {
     let sim = DreamFactorySim::start().await;
     let b = backend(&sim);
     b.list_users().await.expect("logged in");
@@ -473,7 +473,7 @@ async fn start(sim: &DreamFactorySim, cache: &str) -> idgate::app::Running {
 const QUIET: &str = "refresh_interval = \"1h\"\nfull_refresh_interval = \"1h\"";
 
 #[tokio::test]
-async fn failed_writes_are_never_cached() {
+async fn dreamfactory_failed_writes_are_never_cached() {
     let sim = DreamFactorySim::start().await;
     let r = start(&sim, QUIET).await;
     let dir = r.directory.clone();

@@ -127,7 +127,7 @@ async fn replay_example(path: &Path) -> Result<(), String> {
 }
 
 #[tokio::test]
-async fn simulator_answers_every_contract_example() {
+async fn foreman_simulator_answers_every_contract_example() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/foreman");
     let all: Vec<_> =
         std::fs::read_dir(&dir).expect("fixture directory").filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -148,7 +148,7 @@ async fn simulator_answers_every_contract_example() {
 }
 
 #[tokio::test]
-async fn simulator_locks_out_an_address_after_too_many_failures() {
+async fn foreman_simulator_locks_out_an_address_after_too_many_failures() {
     let sim = ForemanSim::start().await;
     let http = reqwest::Client::new();
     let call =
@@ -186,7 +186,7 @@ fn login_of(users: &[User], id: &str) -> String {
 }
 
 #[tokio::test]
-async fn reads_users() {
+async fn foreman_reads_users() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     let users = b.list_users().await.unwrap();
@@ -217,7 +217,7 @@ async fn reads_users() {
 }
 
 #[tokio::test]
-async fn pages_through_users() {
+async fn foreman_pages_through_users() {
     let sim = ForemanSim::start().await;
     let mut cfg = config(&sim, "admin", ADMIN_PASSWORD);
     cfg.page_size = 5;
@@ -246,7 +246,7 @@ fn new_user(login: &str) -> NewUser {
 }
 
 #[tokio::test]
-async fn creates_users() {
+async fn foreman_creates_users() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     let u = b.create_user(&new_user("newbie")).await.unwrap();
@@ -283,7 +283,7 @@ async fn creates_users() {
 }
 
 #[tokio::test]
-async fn updates_users_always_sending_mail() {
+async fn foreman_updates_users_always_sending_mail() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     let u =
@@ -336,7 +336,7 @@ async fn updates_users_always_sending_mail() {
 }
 
 #[tokio::test]
-async fn deletes_users_reading_the_raw_record() {
+async fn foreman_deletes_users_reading_the_raw_record() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     b.delete_user("8").await.unwrap();
@@ -353,7 +353,7 @@ fn user_ref(id: &str, login: &str) -> User {
 }
 
 #[tokio::test]
-async fn passwords() {
+async fn foreman_passwords() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     let jdoe = user_ref("5", "jdoe");
@@ -408,7 +408,7 @@ async fn failed_checks_are_rationed_below_foremans_lockout() {
 }
 
 #[tokio::test]
-async fn a_lockout_is_unavailable_not_bad_credentials() {
+async fn foreman_a_lockout_is_unavailable_not_bad_credentials() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     sim.set_login_limit(2, Duration::from_secs(300));
@@ -424,7 +424,7 @@ async fn a_lockout_is_unavailable_not_bad_credentials() {
 }
 
 #[tokio::test]
-async fn usergroups_are_groups() {
+async fn foreman_usergroups_are_groups() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     let groups = b.list_groups().await.unwrap();
@@ -473,7 +473,7 @@ async fn usergroups_are_groups() {
 }
 
 #[tokio::test]
-async fn membership_is_read_modify_write() {
+async fn foreman_membership_is_read_modify_write() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     sim.modify_group(12, |g| {
@@ -501,7 +501,7 @@ async fn membership_is_read_modify_write() {
 }
 
 #[tokio::test]
-async fn concurrent_membership_changes_lose_nothing() {
+async fn foreman_concurrent_membership_changes_lose_nothing() {
     let sim = ForemanSim::start().await;
     let b = Arc::new(backend(&sim));
     // Slow answers widen the window between each read and its write.
@@ -525,7 +525,7 @@ async fn concurrent_membership_changes_lose_nothing() {
 }
 
 #[tokio::test]
-async fn probe_reports_version_credentials_and_capabilities() {
+async fn foreman_probe_reports_version_credentials_and_capabilities() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     let r = b.probe().await.unwrap();
@@ -559,7 +559,7 @@ async fn probe_reports_version_credentials_and_capabilities() {
 }
 
 #[tokio::test]
-async fn error_mapping_and_retries() {
+async fn foreman_error_mapping_and_retries() {
     let sim = ForemanSim::start().await;
     let b = backend(&sim);
     sim.fail_next(1, 503);
@@ -604,7 +604,7 @@ async fn error_mapping_and_retries() {
 }
 
 #[tokio::test]
-async fn timeouts_and_outages_are_unavailable() {
+async fn foreman_timeouts_and_outages_are_unavailable() {
     let sim = ForemanSim::start().await;
     let mut cfg = config(&sim, "admin", ADMIN_PASSWORD);
     cfg.timeout = Duration::from_millis(200);

@@ -30,4 +30,3 @@ pub fn seed_json(users: usize) -> serde_json::Value {
         .collect();
     serde_json::json!({"users": users, "groups": groups})
 }
-
