@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::server::SimServer;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
@@ -658,44 +658,24 @@ fn group_fields(g: &SimGroup, f: &str) -> (Vec<String>, bool) {
 /// A running simulator. Dropping it stops the server.
 pub struct ForemanSim {
     state: Arc<Mutex<State>>,
-    addr: SocketAddr,
-    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for ForemanSim {
-    fn drop(&mut self) {
-        if let Some(h) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            h.abort();
-        }
-    }
+    server: SimServer,
 }
 
 impl ForemanSim {
     /// Starts a simulator on 127.0.0.1 with an ephemeral port, seeded with the contract's examples.
     pub async fn start() -> ForemanSim {
         let state = Arc::new(Mutex::new(State::seed()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
-        let addr = listener.local_addr().expect("local addr");
-        let sim = ForemanSim { state, addr, server: Mutex::new(None) };
-        sim.serve(listener);
-        sim
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let state = self.state.clone();
+        let app_state = state.clone();
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
+            let state = app_state.clone();
             async move { handle(state, method, uri, headers, body).await }
         });
-        let h = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        ForemanSim { state, server: SimServer::start(app).await }
     }
 
     /// Root URL (what goes in `ForemanConfig::url`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     fn st(&self) -> MutexGuard<'_, State> {
@@ -705,27 +685,13 @@ impl ForemanSim {
     /// Simulates an outage: the port stops accepting connections.
     pub fn stop(&self) {
         self.st().stopped = true;
-        if let Some(h) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            h.abort();
-        }
+        self.server.stop();
     }
 
     /// Ends an outage, on the same port.
     pub async fn restart(&self) {
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("cannot rebind simulator port: {e}"),
-            }
-        };
+        self.server.restart().await;
         self.st().stopped = false;
-        self.serve(listener);
     }
 
     /// The next `n` requests (any route) fail with `status` and a Foreman-style error body.

@@ -4,3 +4,4 @@
 pub mod dolibarr_sim;
 pub mod dreamfactory_sim;
 pub mod foreman_sim;
+pub mod server;
