@@ -116,11 +116,13 @@ impl MemoryBackend {
         let ts = now();
         {
             let mut st = b.state.write().map_err(|_| "lock poisoned")?;
+            // Lower-cased login -> id, so loading stays linear in the size of the seed.
+            let mut logins: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
             for su in seed.users {
-                if st.users.values().any(|u| u.login.eq_ignore_ascii_case(&su.login)) {
+                let id = st.next_user;
+                if logins.insert(su.login.to_lowercase(), id).is_some() {
                     return Err(format!("duplicate login {:?}", su.login));
                 }
-                let id = st.next_user;
                 st.next_user += 1;
                 let hash = match (su.password_hash, su.password) {
                     (Some(h), _) => {
@@ -159,12 +161,10 @@ impl MemoryBackend {
                 }
                 let mut members = Vec::new();
                 for login in &sg.members {
-                    let u = st
-                        .users
-                        .values()
-                        .find(|u| u.login.eq_ignore_ascii_case(login))
+                    let id = logins
+                        .get(&login.to_lowercase())
                         .ok_or_else(|| format!("group {}: unknown member {login:?}", sg.name))?;
-                    members.push(u.id.clone());
+                    members.push(id.to_string());
                 }
                 let id = st.next_group;
                 st.next_group += 1;

@@ -18,12 +18,19 @@ pub struct Snapshot {
     user_by_id: HashMap<String, usize>,
     user_by_login: HashMap<String, usize>,
     user_by_email: HashMap<String, Vec<usize>>,
+    /// Folded full name ("first last", or the login) -> users; LDAP's `cn`.
+    user_by_full_name: HashMap<String, Vec<usize>>,
     group_by_id: HashMap<String, usize>,
     group_by_name: HashMap<String, usize>,
     /// Direct groups of each user, by user index.
     user_groups: Vec<Vec<usize>>,
     /// Members of each group that exist as users, by group index.
     group_members: Vec<Vec<usize>>,
+}
+
+/// Lower case with runs of white space folded to one space: how names compare.
+fn fold(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// Sorts ids numerically when they are numbers, so listings follow creation order.
@@ -43,7 +50,9 @@ impl Snapshot {
         let mut user_by_id = HashMap::with_capacity(users.len());
         let mut user_by_login = HashMap::with_capacity(users.len());
         let mut user_by_email: HashMap<String, Vec<usize>> = HashMap::with_capacity(users.len());
+        let mut user_by_full_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(users.len());
         for (i, u) in users.iter().enumerate() {
+            user_by_full_name.entry(fold(&u.full_name())).or_default().push(i);
             user_by_id.insert(u.id.clone(), i);
             user_by_login.insert(u.login.to_lowercase(), i);
             if !u.email.is_empty() {
@@ -73,6 +82,7 @@ impl Snapshot {
             user_by_id,
             user_by_login,
             user_by_email,
+            user_by_full_name,
             group_by_id,
             group_by_name,
             user_groups,
@@ -111,6 +121,10 @@ impl Snapshot {
     /// Case-insensitive; several users may share an address.
     pub fn user_indexes_by_email(&self, email: &str) -> &[usize] {
         self.user_by_email.get(&email.to_lowercase()).map(Vec::as_slice).unwrap_or(&[])
+    }
+    /// Case-insensitive, spaces folded.
+    pub fn user_indexes_by_full_name(&self, name: &str) -> &[usize] {
+        self.user_by_full_name.get(&fold(name)).map(Vec::as_slice).unwrap_or(&[])
     }
     pub fn group_index_by_name(&self, name: &str) -> Option<usize> {
         self.group_by_name.get(&name.to_lowercase()).copied()
@@ -154,5 +168,6 @@ mod tests {
         let alice = s.user_index_by_login("alice").unwrap();
         assert_eq!(s.groups_of(alice), &[g]);
         assert!(s.groups_of(s.user_index_by_login("carol").unwrap()).is_empty());
+        assert_eq!(s.user_indexes_by_full_name("  BOB ").len(), 1, "full name falls back to the login");
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use super::dn::Dn;
-use super::matching::{format_generalized_time, index_key};
+use super::dn::{Dn, escape_value};
+use super::matching::format_generalized_time;
 use super::schema::{self, AttrId};
 use crate::config::LdapConfig;
 use crate::directory::Snapshot;
@@ -117,35 +117,40 @@ impl Entry {
     }
 }
 
-/// The attributes indexed for equality.
-const INDEXED: &[&str] = &[
-    "objectClass",
-    "uid",
-    "cn",
-    "mail",
-    "entryUUID",
-    "uidNumber",
-    "gidNumber",
-    "memberUid",
-    "member",
-    "uniqueMember",
-    "memberOf",
-];
-
+/// The tree of one snapshot. Only the few fixed entries (base, containers, service accounts) are
+/// stored; users and groups are built on demand from the snapshot, and equality lookups are
+/// answered from the snapshot's own indexes, so the tree costs almost no memory of its own.
+///
+/// Entry numbers: the four containers, then one per user and one per group in snapshot order, then
+/// the service accounts.
 pub struct Dit {
     pub generation: u64,
     pub snapshot: Arc<Snapshot>,
-    pub entries: Vec<Entry>,
-    by_ndn: HashMap<String, usize>,
-    children: Vec<Vec<usize>>,
-    /// Per attribute id, normalised value -> entries (ascending).
-    index: HashMap<AttrId, HashMap<String, Vec<usize>>>,
+    settings: DitSettings,
+    /// Base, people, groups, services, then the service accounts.
+    statics: Vec<Entry>,
+    by_uuid: HashMap<u128, usize>,
+    /// Per user and per group: entryUUIDs (a SHA-1 each, so worth keeping) and group DNs (which
+    /// every member's memberOf repeats).
+    user_uuids: Vec<u128>,
+    group_uuids: Vec<u128>,
+    group_dns: Vec<String>,
+    /// `,ou=people,<base>`: a user's DN is `uid=<escaped login>` followed by this.
+    people_suffix: String,
     pub base: usize,
 }
 
+const PEOPLE: usize = 1;
+const GROUPS: usize = 2;
+const SERVICES: usize = 3;
+
 fn entry_uuid(scope: &str, what: &str) -> String {
+    entry_uuid_of(scope, what).to_string()
+}
+
+fn entry_uuid_of(scope: &str, what: &str) -> uuid::Uuid {
     const NS: uuid::Uuid = uuid::uuid!("6f1c2a8e-3d4b-5e6f-8a9b-0c1d2e3f4a5b");
-    uuid::Uuid::new_v5(&NS, format!("{scope}\u{0}{what}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(&NS, format!("{scope}\u{0}{what}").as_bytes())
 }
 
 /// Numeric backend ids map onto the configured ranges; anything else is hashed into them.
@@ -164,11 +169,14 @@ fn language_tag(locale: &str) -> String {
     locale.replace('_', "-")
 }
 
+fn finish(e: &mut Entry) {
+    e.set1("entryDN", e.dn.clone());
+    e.set1("subschemaSubentry", "cn=schema");
+}
+
 impl Dit {
     pub fn build(settings: &DitSettings, snapshot: Arc<Snapshot>) -> Dit {
-        let mut entries: Vec<Entry> = Vec::with_capacity(snapshot.users().len() + snapshot.groups().len() + 8);
         let scope = &settings.uuid_scope;
-
         let container = |dn: &Dn, parent: Option<usize>| {
             let mut e = Entry::new(dn, EntryKind::Container);
             e.parent = parent;
@@ -186,82 +194,160 @@ impl Dit {
             e.set1("structuralObjectClass", class);
             e.set1("entryUUID", entry_uuid(scope, &format!("dn\u{0}{}", dn.normalized())));
             e.set1("hasSubordinates", "TRUE");
+            finish(&mut e);
             e
         };
-        entries.push(container(&settings.base, None));
-        let base = 0;
-        let people = entries.len();
-        entries.push(container(&settings.people, Some(base)));
-        let groups_ou = entries.len();
-        entries.push(container(&settings.groups, Some(base)));
-        let services_ou = entries.len();
-        entries.push(container(&settings.services, Some(base)));
-
-        let group_dns: Vec<String> = snapshot.groups().iter().map(|g| settings.group_dn(&g.name).to_string()).collect();
-        let user_dns: Vec<String> = snapshot.users().iter().map(|u| settings.user_dn(&u.login).to_string()).collect();
-
-        for (ui, u) in snapshot.users().iter().enumerate() {
-            let mut e = user_entry(settings, u, &user_dns[ui], ui);
-            e.parent = Some(people);
-            let member_of: Vec<String> = snapshot.groups_of(ui).iter().map(|&gi| group_dns[gi].clone()).collect();
-            e.set("memberOf", member_of);
-            entries.push(e);
-        }
-        for (gi, g) in snapshot.groups().iter().enumerate() {
-            let members = snapshot.members_of(gi);
-            let mut e = group_entry(settings, g, &group_dns[gi], gi);
-            e.parent = Some(groups_ou);
-            let dns: Vec<String> = members.iter().map(|&ui| user_dns[ui].clone()).collect();
-            e.set("member", dns.clone());
-            e.set("uniqueMember", dns);
-            e.set("memberUid", members.iter().map(|&ui| snapshot.user(ui).login.clone()).collect());
-            entries.push(e);
-        }
+        let mut statics = vec![
+            container(&settings.base, None),
+            container(&settings.people, Some(0)),
+            container(&settings.groups, Some(0)),
+            container(&settings.services, Some(0)),
+        ];
         for name in &settings.service_names {
             let dn = settings.service_dn(name);
             let mut e = Entry::new(&dn, EntryKind::Service);
-            e.parent = Some(services_ou);
+            e.parent = Some(SERVICES);
             e.set("objectClass", vec!["top".into(), "applicationProcess".into()]);
             e.set1("cn", name.clone());
             e.set1("structuralObjectClass", "applicationProcess");
             e.set1("entryUUID", entry_uuid(scope, &format!("service\u{0}{}", name.to_lowercase())));
             e.set1("hasSubordinates", "FALSE");
-            entries.push(e);
+            finish(&mut e);
+            statics.push(e);
         }
+        let (nu, ng) = (snapshot.users().len(), snapshot.groups().len());
+        let mut by_uuid = HashMap::with_capacity(nu + ng + statics.len());
+        for (i, e) in statics.iter().enumerate() {
+            if let Some(u) = e.get(schema::id("entryUUID")).and_then(|v| uuid::Uuid::parse_str(&v[0]).ok()) {
+                by_uuid.insert(u.as_u128(), if i < 4 { i } else { 4 + nu + ng + (i - 4) });
+            }
+        }
+        let user_uuids: Vec<u128> =
+            snapshot.users().iter().map(|u| entry_uuid_of(scope, &format!("user\u{0}{}", u.id)).as_u128()).collect();
+        let group_uuids: Vec<u128> =
+            snapshot.groups().iter().map(|g| entry_uuid_of(scope, &format!("group\u{0}{}", g.id)).as_u128()).collect();
+        for (ui, u) in user_uuids.iter().enumerate() {
+            by_uuid.insert(*u, 4 + ui);
+        }
+        for (gi, g) in group_uuids.iter().enumerate() {
+            by_uuid.insert(*g, 4 + nu + gi);
+        }
+        let group_dns = snapshot.groups().iter().map(|g| settings.group_dn(&g.name).to_string()).collect();
+        let people_suffix = format!(",{}", settings.people);
+        Dit {
+            generation: snapshot.generation,
+            snapshot,
+            settings: settings.clone(),
+            statics,
+            by_uuid,
+            user_uuids,
+            group_uuids,
+            group_dns,
+            people_suffix,
+            base: 0,
+        }
+    }
 
-        let mut by_ndn = HashMap::with_capacity(entries.len());
-        let mut children = vec![Vec::new(); entries.len()];
-        let mut index: HashMap<AttrId, HashMap<String, Vec<usize>>> = HashMap::new();
-        let indexed: Vec<AttrId> = INDEXED.iter().map(|n| schema::id(n)).collect();
-        for (i, e) in entries.iter_mut().enumerate() {
-            for (id, vals) in &e.attrs {
-                if !indexed.contains(id) {
-                    continue;
-                }
-                let m = schema::def(*id).matching;
-                let slot = index.entry(*id).or_default();
-                for v in vals {
-                    if let Some(k) = index_key(m, v) {
-                        let list = slot.entry(k).or_default();
-                        if list.last() != Some(&i) {
-                            list.push(i);
-                        }
-                    }
-                }
+    fn users(&self) -> usize {
+        self.snapshot.users().len()
+    }
+    fn groups(&self) -> usize {
+        self.snapshot.groups().len()
+    }
+
+    pub fn len(&self) -> usize {
+        4 + self.users() + self.groups() + (self.statics.len() - 4)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn kind(&self, idx: usize) -> EntryKind {
+        let (nu, ng) = (self.users(), self.groups());
+        match idx {
+            i if i < 4 => EntryKind::Container,
+            i if i < 4 + nu => EntryKind::User(i - 4),
+            i if i < 4 + nu + ng => EntryKind::Group(i - 4 - nu),
+            _ => EntryKind::Service,
+        }
+    }
+
+    pub fn parent(&self, idx: usize) -> Option<usize> {
+        match self.kind(idx) {
+            EntryKind::Container => (idx != 0).then_some(0),
+            EntryKind::User(_) => Some(PEOPLE),
+            EntryKind::Group(_) => Some(GROUPS),
+            EntryKind::Service => Some(SERVICES),
+        }
+    }
+
+    fn static_index(&self, idx: usize) -> usize {
+        if idx < 4 { idx } else { idx - self.users() - self.groups() }
+    }
+
+    /// The entry, built from the snapshot when it is a user or a group.
+    pub fn entry(&self, idx: usize) -> std::borrow::Cow<'_, Entry> {
+        use std::borrow::Cow;
+        let s = &self.settings;
+        let snap = &self.snapshot;
+        match self.kind(idx) {
+            EntryKind::Container | EntryKind::Service => Cow::Borrowed(&self.statics[self.static_index(idx)]),
+            EntryKind::User(ui) => {
+                let u = snap.user(ui);
+                let mut e = user_entry(s, u, self.user_dn(ui), ui, self.user_uuids[ui]);
+                e.parent = Some(PEOPLE);
+                let member_of: Vec<String> = snap.groups_of(ui).iter().map(|&gi| self.group_dns[gi].clone()).collect();
+                e.set("memberOf", member_of);
+                finish(&mut e);
+                Cow::Owned(e)
             }
-            let ndn = e.ndn.clone();
-            e.set1("entryDN", e.dn.clone());
-            e.set1("subschemaSubentry", "cn=schema");
-            by_ndn.insert(ndn, i);
-            if let Some(p) = e.parent {
-                children[p].push(i);
+            EntryKind::Group(gi) => {
+                let g = snap.group(gi);
+                let members = snap.members_of(gi);
+                let mut e = group_entry(s, g, self.group_dns[gi].clone(), gi, self.group_uuids[gi]);
+                e.parent = Some(GROUPS);
+                let dns: Vec<String> = members.iter().map(|&ui| self.user_dn(ui)).collect();
+                e.set("member", dns.clone());
+                e.set("uniqueMember", dns);
+                e.set("memberUid", members.iter().map(|&ui| snap.user(ui).login.clone()).collect());
+                finish(&mut e);
+                Cow::Owned(e)
             }
         }
-        Dit { generation: snapshot.generation, snapshot, entries, by_ndn, children, index, base }
+    }
+
+    fn user_dn(&self, ui: usize) -> String {
+        format!("uid={}{}", escape_value(&self.snapshot.user(ui).login), self.people_suffix)
+    }
+
+    /// The DN of an entry, without building the rest of it.
+    pub fn dn(&self, idx: usize) -> String {
+        match self.kind(idx) {
+            EntryKind::User(ui) => self.user_dn(ui),
+            EntryKind::Group(gi) => self.group_dns[gi].clone(),
+            _ => self.statics[self.static_index(idx)].dn.clone(),
+        }
     }
 
     pub fn find(&self, dn: &Dn) -> Option<usize> {
-        self.by_ndn.get(&dn.normalized()).copied()
+        let n = dn.normalized();
+        if let Some(i) = self.statics.iter().position(|e| e.ndn == n) {
+            return Some(if i < 4 { i } else { 4 + self.users() + self.groups() + (i - 4) });
+        }
+        let rdn = dn.rdn()?;
+        if rdn.0.len() != 1 {
+            return None;
+        }
+        let ava = rdn.first();
+        let parent = dn.parent().normalized();
+        if parent == self.statics[PEOPLE].ndn && ava.attr == "uid" {
+            return self.snapshot.user_index_by_login(&ava.value).map(|ui| 4 + ui);
+        }
+        if parent == self.statics[GROUPS].ndn && ava.attr == "cn" {
+            return self.snapshot.group_index_by_name(&ava.value).map(|gi| 4 + self.users() + gi);
+        }
+        None
     }
 
     /// The deepest existing entry above `dn`, for `matchedDN` in noSuchObject answers.
@@ -269,64 +355,133 @@ impl Dit {
         let mut d = dn.parent();
         while !d.is_root() {
             if let Some(i) = self.find(&d) {
-                return self.entries[i].dn.clone();
+                return self.dn(i);
             }
             d = d.parent();
         }
         String::new()
     }
 
-    pub fn children(&self, idx: usize) -> &[usize] {
-        &self.children[idx]
+    pub fn children(&self, idx: usize) -> Vec<usize> {
+        let (nu, ng) = (self.users(), self.groups());
+        match idx {
+            0 => vec![PEOPLE, GROUPS, SERVICES],
+            PEOPLE => (4..4 + nu).collect(),
+            GROUPS => (4 + nu..4 + nu + ng).collect(),
+            SERVICES => (4 + nu + ng..self.len()).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// True when `idx` is `ancestor` or below it.
-    pub fn is_within(&self, mut idx: usize, ancestor: usize) -> bool {
-        loop {
-            if idx == ancestor {
-                return true;
-            }
-            match self.entries[idx].parent {
-                Some(p) => idx = p,
-                None => return false,
-            }
+    pub fn is_within(&self, idx: usize, ancestor: usize) -> bool {
+        idx == ancestor || ancestor == 0 || self.parent(idx) == Some(ancestor)
+    }
+
+    pub fn depth(&self, idx: usize) -> usize {
+        match self.parent(idx) {
+            None => 0,
+            Some(0) => 1,
+            Some(_) => 2,
         }
     }
 
-    pub fn depth(&self, mut idx: usize) -> usize {
-        let mut d = 0;
-        while let Some(p) = self.entries[idx].parent {
-            d += 1;
-            idx = p;
-        }
-        d
-    }
-
-    /// Entries whose indexed attribute `id` has a value equal to `key` (normalised); `None` when
-    /// the attribute is not indexed.
-    pub fn lookup(&self, id: AttrId, key: &str) -> Option<&[usize]> {
-        if !INDEXED.iter().any(|n| schema::id(n) == id) {
-            return None;
-        }
-        Some(self.index.get(&id).and_then(|m| m.get(key)).map(Vec::as_slice).unwrap_or(&[]))
+    /// Entries that may have `value` (an equality assertion) for attribute `id`: a superset, never
+    /// missing a match. `None` when the attribute gives no way in and the scope must be scanned.
+    pub fn lookup(&self, id: AttrId, value: &str) -> Option<Vec<usize>> {
+        let snap = &self.snapshot;
+        let (nu, ng) = (self.users(), self.groups());
+        let user = |ui: usize| 4 + ui;
+        let group = |gi: usize| 4 + nu + gi;
+        let v = value.trim();
+        let out: Vec<usize> = match schema::def(id).name {
+            "uid" => snap.user_index_by_login(v).map(user).into_iter().collect(),
+            "mail" => snap.user_indexes_by_email(v).iter().map(|&ui| user(ui)).collect(),
+            "cn" => {
+                let mut out: Vec<usize> = snap.user_indexes_by_full_name(v).iter().map(|&ui| user(ui)).collect();
+                out.extend(snap.group_index_by_name(v).map(group));
+                let lv = v.to_lowercase();
+                out.extend(
+                    self.statics
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| {
+                            e.get(schema::id("cn")).is_some_and(|c| c.iter().any(|c| c.to_lowercase() == lv))
+                        })
+                        .map(|(i, _)| if i < 4 { i } else { 4 + nu + ng + (i - 4) }),
+                );
+                out
+            }
+            "entryUUID" => uuid::Uuid::parse_str(v)
+                .ok()
+                .and_then(|u| self.by_uuid.get(&u.as_u128()).copied())
+                .into_iter()
+                .collect(),
+            "uidNumber" => {
+                let Ok(n) = v.parse::<u32>() else { return Some(Vec::new()) };
+                match n.checked_sub(self.settings.uid_number_base) {
+                    Some(id) => snap.user_index(&id.to_string()).map(user).into_iter().collect(),
+                    None => Vec::new(),
+                }
+            }
+            "gidNumber" => {
+                let Ok(n) = v.parse::<u32>() else { return Some(Vec::new()) };
+                let mut out = Vec::new();
+                if n == self.settings.user_gid_number {
+                    out.extend((0..nu).map(user));
+                }
+                if let Some(id) = n.checked_sub(self.settings.gid_number_base) {
+                    out.extend(snap.group_index(&id.to_string()).map(group));
+                }
+                out
+            }
+            "memberUid" => match snap.user_index_by_login(v) {
+                Some(ui) => snap.groups_of(ui).iter().map(|&gi| group(gi)).collect(),
+                None => Vec::new(),
+            },
+            "member" | "uniqueMember" => match Dn::parse(v).ok().and_then(|d| self.find(&d)) {
+                Some(i) => match self.kind(i) {
+                    EntryKind::User(ui) => snap.groups_of(ui).iter().map(|&gi| group(gi)).collect(),
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            },
+            "memberOf" => match Dn::parse(v).ok().and_then(|d| self.find(&d)) {
+                Some(i) => match self.kind(i) {
+                    EntryKind::Group(gi) => snap.members_of(gi).iter().map(|&ui| user(ui)).collect(),
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            },
+            "entryDN" => Dn::parse(v).ok().and_then(|d| self.find(&d)).into_iter().collect(),
+            "objectClass" => match v.to_ascii_lowercase().as_str() {
+                "top" => return None,
+                "person" | "organizationalperson" | "inetorgperson" | "posixaccount" => (0..nu).map(user).collect(),
+                "groupofnames" | "groupofuniquenames" | "posixgroup" => (0..ng).map(group).collect(),
+                "domain" | "organization" | "organizationalunit" | "applicationprocess" => {
+                    let mut out: Vec<usize> = (0..4).collect();
+                    out.extend(4 + nu + ng..self.len());
+                    out
+                }
+                _ => Vec::new(),
+            },
+            _ => return None,
+        };
+        let mut out = out;
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
     }
 
     pub fn user_entry(&self, user_idx: usize) -> Option<usize> {
-        // Users follow the four containers in snapshot order.
-        let i = 4 + user_idx;
-        (i < self.entries.len() && self.entries[i].kind == EntryKind::User(user_idx)).then_some(i)
+        (user_idx < self.users()).then_some(4 + user_idx)
     }
 }
 
-fn user_entry(s: &DitSettings, u: &User, dn: &str, ui: usize) -> Entry {
-    let mut e = Entry {
-        dn: dn.to_string(),
-        ndn: String::new(),
-        parent: None,
-        kind: EntryKind::User(ui),
-        attrs: Vec::with_capacity(28),
-    };
-    e.ndn = Dn::parse(dn).map(|d| d.normalized()).unwrap_or_else(|_| dn.to_lowercase());
+/// A user's entry. Built per request, so its `ndn` stays empty: lookups go through the snapshot.
+fn user_entry(s: &DitSettings, u: &User, dn: String, ui: usize, uuid: u128) -> Entry {
+    let mut e =
+        Entry { dn, ndn: String::new(), parent: None, kind: EntryKind::User(ui), attrs: Vec::with_capacity(28) };
     let full = u.full_name();
     e.set(
         "objectClass",
@@ -350,7 +505,7 @@ fn user_entry(s: &DitSettings, u: &User, dn: &str, ui: usize) -> Entry {
     e.set1("homeDirectory", s.home_directory.replace("{login}", &u.login));
     e.set1("loginShell", s.login_shell.clone());
     e.set1("gecos", full);
-    e.set1("entryUUID", entry_uuid(&s.uuid_scope, &format!("user\u{0}{}", u.id)));
+    e.set1("entryUUID", uuid::Uuid::from_u128(uuid).to_string());
     let created = u.created.or(u.modified).unwrap_or(0);
     e.set1("createTimestamp", format_generalized_time(created));
     e.set1("modifyTimestamp", format_generalized_time(u.modified.unwrap_or(created)));
@@ -363,20 +518,15 @@ fn user_entry(s: &DitSettings, u: &User, dn: &str, ui: usize) -> Entry {
     e
 }
 
-fn group_entry(s: &DitSettings, g: &Group, dn: &str, gi: usize) -> Entry {
-    let mut e = Entry {
-        dn: dn.to_string(),
-        ndn: String::new(),
-        parent: None,
-        kind: EntryKind::Group(gi),
-        attrs: Vec::with_capacity(16),
-    };
-    e.ndn = Dn::parse(dn).map(|d| d.normalized()).unwrap_or_else(|_| dn.to_lowercase());
+/// A group's entry; like a user's, built per request.
+fn group_entry(s: &DitSettings, g: &Group, dn: String, gi: usize, uuid: u128) -> Entry {
+    let mut e =
+        Entry { dn, ndn: String::new(), parent: None, kind: EntryKind::Group(gi), attrs: Vec::with_capacity(16) };
     e.set("objectClass", ["top", "groupOfNames", "groupOfUniqueNames", "posixGroup"].map(String::from).to_vec());
     e.set1("cn", g.name.clone());
     e.set_opt("description", &g.description);
     e.set1("gidNumber", posix_id(s.gid_number_base, &g.id).to_string());
-    e.set1("entryUUID", entry_uuid(&s.uuid_scope, &format!("group\u{0}{}", g.id)));
+    e.set1("entryUUID", uuid::Uuid::from_u128(uuid).to_string());
     let created = g.created.or(g.modified).unwrap_or(0);
     e.set1("createTimestamp", format_generalized_time(created));
     e.set1("modifyTimestamp", format_generalized_time(g.modified.unwrap_or(created)));
@@ -456,7 +606,7 @@ mod tests {
         let (s, snap) = sample();
         let dit = Dit::build(&s, snap);
         let alice = dit.find(&Dn::parse("UID=Alice,ou=people,dc=example,dc=com").unwrap()).unwrap();
-        let e = &dit.entries[alice];
+        let e = dit.entry(alice);
         let get = |n: &str| e.get(schema::id(n)).map(|v| v.to_vec());
         assert_eq!(get("cn").unwrap(), vec!["Alice Liddell"]);
         assert_eq!(get("uidNumber").unwrap(), vec!["10001"]);
@@ -464,10 +614,10 @@ mod tests {
         assert_eq!(get("preferredLanguage").unwrap(), vec!["en-GB"]);
         assert_eq!(get("modifyTimestamp").unwrap(), vec!["19700102000000Z"]);
         assert!(get("pwdAccountLockedTime").is_none());
-        let bob = &dit.entries[dit.find(&Dn::parse("uid=bob,ou=people,dc=example,dc=com").unwrap()).unwrap()];
+        let bob = dit.entry(dit.find(&Dn::parse("uid=bob,ou=people,dc=example,dc=com").unwrap()).unwrap());
         assert_eq!(bob.get(schema::id("sn")).unwrap(), ["bob"]);
         assert!(bob.get(schema::id("pwdAccountLockedTime")).is_some());
-        let g = &dit.entries[dit.find(&Dn::parse("cn=devs,ou=groups,dc=example,dc=com").unwrap()).unwrap()];
+        let g = dit.entry(dit.find(&Dn::parse("cn=devs,ou=groups,dc=example,dc=com").unwrap()).unwrap());
         assert_eq!(g.get(schema::id("memberUid")).unwrap(), ["alice"]);
     }
 
@@ -489,14 +639,39 @@ mod tests {
         assert_eq!(dit.user_entry(1), dit.find(&Dn::parse("uid=bob,ou=people,dc=example,dc=com").unwrap()));
     }
 
+    /// The lookups stand in for indexes, so they must never miss: every value of every entry,
+    /// looked up, finds that entry.
+    #[test]
+    fn lookups_never_miss_an_entry() {
+        let (s, snap) = sample();
+        let dit = Dit::build(&s, snap);
+        let mut checked = 0;
+        for i in 0..dit.len() {
+            let e = dit.entry(i);
+            for (id, vals) in &e.attrs {
+                for v in vals {
+                    if let Some(hits) = dit.lookup(*id, v) {
+                        assert!(hits.contains(&i), "{}={v} misses {}", schema::def(*id).name, e.dn);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 30, "{checked}");
+        // and they narrow: a user's uid finds only that user
+        assert_eq!(dit.lookup(schema::id("uid"), "ALICE").unwrap().len(), 1);
+        assert_eq!(dit.lookup(schema::id("memberUid"), "alice").unwrap().len(), 1);
+        assert!(dit.lookup(schema::id("uidNumber"), "99999").unwrap().is_empty());
+    }
+
     #[test]
     fn entry_uuids_are_stable_and_distinct() {
         let (s, snap) = sample();
         let a = Dit::build(&s, snap.clone());
         let b = Dit::build(&s, snap);
         let id = schema::id("entryUUID");
-        let ua: Vec<_> = a.entries.iter().map(|e| e.get(id).unwrap()[0].clone()).collect();
-        let ub: Vec<_> = b.entries.iter().map(|e| e.get(id).unwrap()[0].clone()).collect();
+        let ua: Vec<_> = (0..a.len()).map(|i| a.entry(i).get(id).unwrap()[0].clone()).collect();
+        let ub: Vec<_> = (0..b.len()).map(|i| b.entry(i).get(id).unwrap()[0].clone()).collect();
         assert_eq!(ua, ub);
         let set: std::collections::HashSet<_> = ua.iter().collect();
         assert_eq!(set.len(), ua.len());

@@ -232,6 +232,25 @@ impl Selection {
     }
 }
 
+/// Like `render`, but moves the values of an entry built for this request instead of copying them.
+fn render_cow(e: std::borrow::Cow<'_, Entry>, sel: &Selection, types_only: bool) -> LdapSearchResultEntry {
+    match e {
+        std::borrow::Cow::Borrowed(e) => render(e, sel, types_only, false),
+        std::borrow::Cow::Owned(e) => LdapSearchResultEntry {
+            dn: e.dn,
+            attributes: e
+                .attrs
+                .into_iter()
+                .filter(|(id, _)| sel.wants(*id))
+                .map(|(id, vals)| LdapPartialAttribute {
+                    atype: schema::def(id).name.to_string(),
+                    vals: if types_only { Vec::new() } else { vals.into_iter().map(String::into_bytes).collect() },
+                })
+                .collect(),
+        },
+    }
+}
+
 fn render(e: &Entry, sel: &Selection, types_only: bool, everything: bool) -> LdapSearchResultEntry {
     let attributes = e
         .attrs
@@ -569,14 +588,17 @@ impl Session {
             (c, s) => c.min(s),
         };
 
-        let (matched, timed_out) = collect(&dit, &reader, &filter, base_idx, &req.scope, deadline);
-        let mut matched = matched;
-        let size_exceeded = size_limit > 0 && matched.len() > size_limit;
-        if size_exceeded {
-            matched.truncate(size_limit);
-        }
-
         if let Some((size, _)) = paging {
+            // Paged searches keep entry numbers only; each page builds its entries.
+            let mut matched = Vec::new();
+            let timed_out = collect(&dit, &reader, &filter, base_idx, &req.scope, deadline, |i, _| {
+                matched.push(i);
+                true
+            });
+            let size_exceeded = size_limit > 0 && matched.len() > size_limit;
+            if size_exceeded {
+                matched.truncate(size_limit);
+            }
             let mut p = PagedSearch {
                 cookie: Vec::new(),
                 fingerprint,
@@ -598,15 +620,18 @@ impl Session {
             return self.emit_page(msgid, p, size);
         }
 
-        let mut out: Vec<LdapMsg> = matched
-            .iter()
-            .map(|&i| {
-                LdapMsg::new(
-                    msgid,
-                    LdapOp::SearchResultEntry(render(&dit.entries[i], &selection, req.typesonly, false)),
-                )
-            })
-            .collect();
+        // Entries are rendered as they match, from the copy the filter just saw; the scan stops as
+        // soon as the size limit is known to be exceeded.
+        let mut out: Vec<LdapMsg> = Vec::new();
+        let mut size_exceeded = false;
+        let timed_out = collect(&dit, &reader, &filter, base_idx, &req.scope, deadline, |_, e| {
+            if size_limit > 0 && out.len() >= size_limit {
+                size_exceeded = true;
+                return false;
+            }
+            out.push(LdapMsg::new(msgid, LdapOp::SearchResultEntry(render_cow(e, &selection, req.typesonly))));
+            true
+        });
         let r = if timed_out {
             res(Code::TimeLimitExceeded, "time limit exceeded")
         } else if size_exceeded {
@@ -693,11 +718,11 @@ impl Session {
             e.matched_dn = dit.matched_dn(&dn);
             e
         })?;
-        let entry = &dit.entries[idx];
+        let entry = dit.entry(idx);
         if entry.get(id).is_none() {
             return Err(LdapError::new(Code::NoSuchAttribute, format!("{} has no {}", c.dn, schema::def(id).name)));
         }
-        Ok(match Filter::Equality(id, value).eval(entry) {
+        Ok(match Filter::Equality(id, value).eval(&entry) {
             Tri::True => res(Code::CompareTrue, ""),
             _ => res(Code::CompareFalse, ""),
         })
@@ -755,7 +780,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn can_read(&self, idx: usize) -> bool {
-        let kind = self.dit.entries[idx].kind;
+        let kind = self.dit.kind(idx);
         let level = |a: Access| a >= Access::Read;
         match self.identity {
             Identity::Service { access, .. } => match kind {
@@ -776,7 +801,8 @@ impl Reader<'_> {
     }
 }
 
-/// Matching entries in scope, in tree order; `true` when the deadline cut the scan short.
+/// Hands each readable entry in scope that matches, in tree order, to `on_match` until it returns
+/// false; `true` when the deadline cut the scan short.
 fn collect(
     dit: &Dit,
     reader: &Reader,
@@ -784,7 +810,8 @@ fn collect(
     base: Option<usize>,
     scope: &LdapSearchScope,
     deadline: Option<Instant>,
-) -> (Vec<usize>, bool) {
+    mut on_match: impl FnMut(usize, std::borrow::Cow<'_, Entry>) -> bool,
+) -> bool {
     // From the empty DN, one level is the naming context itself and subtree is everything.
     let in_scope = |i: usize| -> bool {
         match (base, scope) {
@@ -792,7 +819,7 @@ fn collect(
             (None, LdapSearchScope::OneLevel) => i == dit.base,
             (None, _) => true,
             (Some(b), LdapSearchScope::Base) => i == b,
-            (Some(b), LdapSearchScope::OneLevel) => dit.entries[i].parent == Some(b),
+            (Some(b), LdapSearchScope::OneLevel) => dit.parent(i) == Some(b),
             (Some(b), LdapSearchScope::Subtree) => dit.is_within(i, b),
             (Some(b), LdapSearchScope::Children) => i != b && dit.is_within(i, b),
         }
@@ -801,24 +828,26 @@ fn collect(
         Some(c) => c.into_iter().filter(|&i| in_scope(i)).collect(),
         None => match (base, scope) {
             (Some(b), LdapSearchScope::Base) => vec![b],
-            (Some(b), LdapSearchScope::OneLevel) => dit.children(b).to_vec(),
+            (Some(b), LdapSearchScope::OneLevel) => dit.children(b),
             (None, LdapSearchScope::OneLevel) => vec![dit.base],
-            _ => (0..dit.entries.len()).filter(|&i| in_scope(i)).collect(),
+            _ => (0..dit.len()).filter(|&i| in_scope(i)).collect(),
         },
     };
-    let mut out = Vec::new();
     for (n, i) in candidates.into_iter().enumerate() {
         if n % 512 == 511
             && let Some(d) = deadline
             && Instant::now() > d
         {
-            return (out, true);
+            return true;
         }
-        if reader.can_read(i) && filter.matches(&dit.entries[i]) {
-            out.push(i);
+        if reader.can_read(i) {
+            let e = dit.entry(i);
+            if filter.matches(&e) && !on_match(i, e) {
+                break;
+            }
         }
     }
-    (out, false)
+    false
 }
 
 fn page(msgid: i32, p: &mut PagedSearch, size: usize) -> Vec<LdapMsg> {
@@ -826,7 +855,7 @@ fn page(msgid: i32, p: &mut PagedSearch, size: usize) -> Vec<LdapMsg> {
     let out = p.results[p.next..end]
         .iter()
         .map(|&i| {
-            LdapMsg::new(msgid, LdapOp::SearchResultEntry(render(&p.dit.entries[i], &p.selection, p.types_only, false)))
+            LdapMsg::new(msgid, LdapOp::SearchResultEntry(render_cow(p.dit.entry(i), &p.selection, p.types_only)))
         })
         .collect();
     p.next = end;
