@@ -22,6 +22,32 @@ use ldap3_proto::proto::*;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+/// Counts live heap bytes, so the gateway's own memory can be told apart from the embedded
+/// backend's and from freed memory the allocator keeps.
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live_kib() -> u64 {
+    (LIVE.load(std::sync::atomic::Ordering::Relaxed) / 1024) as u64
+}
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -137,8 +163,23 @@ fn main() {
         cfg.bind_throttle.max_failures_per_address = 0;
         let t = Instant::now();
         let backend = Arc::new(MemoryBackend::from_seed(seed(users)).unwrap());
+        let live_backend = live_kib();
         let running = idgate::app::start_with_backend(cfg, backend).await.unwrap();
         println!("{users} users loaded and indexed in {:.2} s; {clients} clients, {secs} s per test", t.elapsed().as_secs_f64());
+        if std::env::var("BENCH_MEMORY").is_ok() {
+            // The gateway's own share: what the live heap grew by once the directory was loaded and
+            // every user was looked up once, beyond the embedded backend's copy of the data.
+            let mut f = client(running.ldap_addr).await;
+            assert!(bind(&mut f, 1, "cn=reader,ou=services,dc=example,dc=com", "pw").await);
+            for i in (0..users).step_by(1) {
+                search(&mut f, 2 + i as i32, &format!("user{i:05}")).await;
+            }
+            let (before, after) = (live_backend, live_kib());
+            println!("live heap: {before} KiB with the backend loaded, {after} KiB after the gateway served every user");
+            println!("gateway's share: about {} MiB ({} bytes per user)", (after - before) / 1024, (after - before) * 1024 / users as u64);
+            running.shutdown().await;
+            return;
+        }
         let svc = Arc::new(("cn=reader,ou=services,dc=example,dc=com".to_string(), "pw".to_string()));
         measure(running.ldap_addr, users, clients, secs, svc).await;
         running.shutdown().await;
