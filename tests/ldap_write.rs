@@ -729,3 +729,60 @@ async fn users_change_only_their_own_password() {
     assert_eq!(first(&find_one(&mut admin, "(uid=alice)").await.expect("alice"), "mail"), "alice@example.com");
     demo.running.shutdown().await;
 }
+
+/// Each kind of unacceptable modification gets its own result code and names the attribute, and a
+/// request with one bad change among good ones applies nothing.
+#[tokio::test]
+async fn modify_error_codes_name_the_attribute_and_apply_nothing() {
+    let d = start_demo_full().await;
+    let mut admin = bind(&d.url, ADMIN_DN, "demo-admin").await;
+    let alice = user_dn("alice");
+    let cases: Vec<(Vec<Mod<String>>, u32, &str)> = vec![
+        (vec![replace("uidNumber", "5")], 19, "uidNumber"),
+        (vec![replace("memberOf", "cn=x,ou=groups,dc=example,dc=com")], 19, "memberOf"),
+        (vec![replace("description", "x")], 53, "description"),
+        (vec![replace("uid", "alice2")], 67, "uid"),
+        (vec![Mod::Replace("objectClass".into(), set(&["device"]))], 69, "object classes"),
+        (vec![add_val("mail", "second@example.com")], 20, "mail"),
+        (vec![del_val("telephoneNumber", "+1 not hers")], 16, "telephoneNumber"),
+        (vec![replace("mail", "new@example.com"), replace("gidNumber", "1")], 19, "gidNumber"),
+    ];
+    for (mods, code, needle) in cases {
+        let r = modify(&mut admin, &alice, mods).await;
+        assert_eq!(r.rc, code, "{needle}: {}", r.text);
+        assert!(r.text.contains(needle), "the message names {needle}: {}", r.text);
+    }
+    let r = modify(&mut admin, &alice, vec![replace("nosuchattribute", "x")]).await;
+    assert_eq!(r.rc, 17, "{}", r.text);
+    let e = search_ok(&mut admin, &alice, Scope::Base, "(objectClass=*)", &["mail"]).await;
+    assert_eq!(first(&e[0], "mail"), "alice@example.com", "the rejected request changed nothing");
+    let u = d.backend.find_user_by_login("alice").await.unwrap().unwrap();
+    assert_eq!(u.email, "alice@example.com");
+}
+
+/// With `delete_mode = "disable"`, an LDAP delete disables the user instead of deleting it.
+#[tokio::test]
+async fn delete_mode_disable_keeps_the_user_but_locks_it() {
+    let d = start_demo_with(|c| c.ldap.delete_mode = idgate::config::DeleteMode::Disable).await;
+    let mut admin = bind(&d.url, ADMIN_DN, "demo-admin").await;
+    assert_eq!(delete(&mut admin, &user_dn("bob")).await.rc, 0);
+    let e = search_ok(&mut admin, &user_dn("bob"), Scope::Base, "(objectClass=*)", &["+"]).await;
+    assert!(has_attr(&e[0], "pwdAccountLockedTime"), "still there, locked");
+    assert_eq!(try_bind(&mut connect(&d.url).await, &user_dn("bob"), "bob-demo").await.rc, 49);
+    let u = d.backend.find_user_by_login("bob").await.unwrap().expect("kept in the backend");
+    assert!(!u.active);
+}
+
+/// ModifyDN renames in place only: another parent, or a fixed container, is refused.
+#[tokio::test]
+async fn modify_dn_refuses_moves_and_containers() {
+    let d = start_demo_full().await;
+    let mut admin = bind(&d.url, ADMIN_DN, "demo-admin").await;
+    let r = admin.with_timeout(WAIT).modifydn(&user_dn("carol"), "uid=carol", true, Some(GROUPS)).await.unwrap();
+    assert_eq!(r.rc, 53, "{}", r.text);
+    assert!(r.text.contains("moving"), "{}", r.text);
+    assert_eq!(modrdn(&mut admin, PEOPLE, "ou=staff").await.rc, 53);
+    let r = modrdn(&mut admin, &user_dn("carol"), "cn=carol").await;
+    assert_eq!(r.rc, 64, "users are named by uid: {}", r.text);
+    assert!(d.backend.find_user_by_login("carol").await.unwrap().is_some(), "nothing renamed");
+}
