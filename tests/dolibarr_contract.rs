@@ -4,6 +4,7 @@
 mod support;
 
 use std::path::Path;
+use support::json_diff::{Rules, diff};
 
 use serde_json::{Value, json};
 use support::dolibarr_sim::{DolibarrSim, NORIGHTS_KEY, READER_KEY, Version};
@@ -20,36 +21,6 @@ const VOLATILE: &[&str] = &[
     "date_tz",
     "debug",
 ];
-
-fn compare(rec: &Value, act: &Value, path: &str, trimmed: bool, errors: &mut Vec<String>) {
-    match (rec, act) {
-        (Value::Object(r), Value::Object(a)) => {
-            for (k, rv) in r {
-                let p = format!("{path}.{k}");
-                match a.get(k) {
-                    None => errors.push(format!("{p}: missing")),
-                    Some(_) if VOLATILE.contains(&k.as_str()) => {}
-                    Some(av) => compare(rv, av, &p, trimmed, errors),
-                }
-            }
-            if !trimmed {
-                for k in a.keys().filter(|k| !r.contains_key(*k) && !VOLATILE.contains(&k.as_str())) {
-                    errors.push(format!("{path}.{k}: unexpected"));
-                }
-            }
-        }
-        (Value::Array(r), Value::Array(a)) => {
-            if r.len() != a.len() && !(trimmed && a.len() > r.len()) {
-                errors.push(format!("{path}: {} items recorded, {} answered", r.len(), a.len()));
-            }
-            for (i, (rv, av)) in r.iter().zip(a).enumerate() {
-                compare(rv, av, &format!("{path}[{i}]"), trimmed, errors);
-            }
-        }
-        _ if rec != act => errors.push(format!("{path}: recorded {rec}, answered {act}")),
-        _ => {}
-    }
-}
 
 /// Brings the simulator to the state the recording was made in.
 fn prepare(sim: &DolibarrSim, name: &str, recorded: &Value) {
@@ -149,7 +120,9 @@ async fn replay(path: &Path) -> Result<(), String> {
     }
     if family(want_ct) == "application/json" {
         match serde_json::from_str::<Value>(&body) {
-            Ok(actual) => compare(&want["body"], &actual, "body", trimmed, &mut errors),
+            Ok(actual) => {
+                errors.extend(diff(&want["body"], &actual, &Rules { skip: VOLATILE, trimmed, ..Rules::default() }))
+            }
             Err(e) => errors.push(format!("body is not JSON: {e}")),
         }
     } else {

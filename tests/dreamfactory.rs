@@ -8,6 +8,7 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use support::json_diff::{Rules, diff};
 
 use common::{DirFixture, TouchFn, replays};
 use idgate::backend::dreamfactory::DreamFactoryBackend;
@@ -23,34 +24,6 @@ use support::dreamfactory_sim::*;
 /// Keys whose values change from run to run (clocks, tokens).
 const VOLATILE: &[&str] =
     &["session_token", "session_id", "last_login_date", "token_expiry_date", "created_date", "last_modified_date"];
-
-fn compare(want: &Value, got: &Value, path: &str, errors: &mut Vec<String>) {
-    match (want, got) {
-        (Value::Object(w), Value::Object(g)) => {
-            for (k, wv) in w {
-                let p = format!("{path}.{k}");
-                match g.get(k) {
-                    None => errors.push(format!("{p}: missing")),
-                    Some(_) if VOLATILE.contains(&k.as_str()) => {}
-                    Some(gv) => compare(wv, gv, &p, errors),
-                }
-            }
-            for k in g.keys().filter(|k| !w.contains_key(*k)) {
-                errors.push(format!("{path}.{k}: unexpected"));
-            }
-        }
-        (Value::Array(w), Value::Array(g)) => {
-            if w.len() != g.len() {
-                errors.push(format!("{path}: {} items expected, {} answered", w.len(), g.len()));
-            }
-            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
-                compare(wv, gv, &format!("{path}[{i}]"), errors);
-            }
-        }
-        _ if want != got => errors.push(format!("{path}: expected {want}, answered {got}")),
-        _ => {}
-    }
-}
 
 async fn replay_example(path: &Path) -> Result<(), String> {
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
@@ -88,7 +61,7 @@ async fn replay_example(path: &Path) -> Result<(), String> {
     if Some(u64::from(status)) != fx["response"]["status"].as_u64() {
         errors.push(format!("status: expected {}, answered {status}", fx["response"]["status"]));
     }
-    compare(&fx["response"]["body"], &body, "body", &mut errors);
+    errors.extend(diff(&fx["response"]["body"], &body, &Rules { skip: VOLATILE, ..Rules::default() }));
     if errors.is_empty() { Ok(()) } else { Err(format!("{name}:\n  {}", errors.join("\n  "))) }
 }
 

@@ -4,4 +4,5 @@
 pub mod dolibarr_sim;
 pub mod dreamfactory_sim;
 pub mod foreman_sim;
+pub mod json_diff;
 pub mod server;
