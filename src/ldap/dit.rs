@@ -378,14 +378,6 @@ impl Dit {
         idx == ancestor || ancestor == 0 || self.parent(idx) == Some(ancestor)
     }
 
-    pub fn depth(&self, idx: usize) -> usize {
-        match self.parent(idx) {
-            None => 0,
-            Some(0) => 1,
-            Some(_) => 2,
-        }
-    }
-
     /// Entries that may have `value` (an equality assertion) for attribute `id`: a superset, never
     /// missing a match. `None` when the attribute gives no way in and the scope must be scanned.
     pub fn lookup(&self, id: AttrId, value: &str) -> Option<Vec<usize>> {
@@ -471,10 +463,6 @@ impl Dit {
         out.sort_unstable();
         out.dedup();
         Some(out)
-    }
-
-    pub fn user_entry(&self, user_idx: usize) -> Option<usize> {
-        (user_idx < self.users()).then_some(4 + user_idx)
     }
 }
 
@@ -628,7 +616,6 @@ mod tests {
         let hits = dit.lookup(schema::id("uid"), "alice").unwrap();
         assert_eq!(hits.len(), 1);
         assert!(dit.is_within(hits[0], dit.base));
-        assert_eq!(dit.depth(hits[0]), 2);
         let member = dit.lookup(schema::id("member"), "uid=alice,ou=people,dc=example,dc=com").unwrap();
         assert_eq!(member.len(), 1);
         assert!(dit.lookup(schema::id("givenName"), "alice").is_none(), "not indexed");
@@ -636,7 +623,6 @@ mod tests {
             dit.matched_dn(&Dn::parse("uid=x,ou=people,dc=example,dc=com").unwrap()),
             "ou=people,dc=example,dc=com"
         );
-        assert_eq!(dit.user_entry(1), dit.find(&Dn::parse("uid=bob,ou=people,dc=example,dc=com").unwrap()));
     }
 
     /// The lookups stand in for indexes, so they must never miss: every value of every entry,
