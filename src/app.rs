@@ -63,7 +63,7 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
         }
         Err(e) => tracing::warn!(error = %e, "backend probe failed; starting anyway and retrying in the background"),
     }
-    let directory = Directory::new(&cfg, backend);
+    let directory = Directory::open(&cfg, backend)?;
     if let Err(e) = directory.refresh_full().await {
         tracing::warn!(error = %e, "initial directory load failed; will retry");
     }
@@ -121,7 +121,7 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
     let http_addr = http_listener.local_addr()?;
     let mut router = crate::ops::router(crate::ops::OpsState { dir: directory.clone(), metrics: metrics.clone() });
     if cfg.scim.enabled {
-        let scim = crate::scim::ScimState::new(directory.clone(), cfg.scim.clone())?;
+        let scim = crate::scim::ScimState::new(directory.clone(), cfg.scim.clone());
         router = router.merge(crate::scim::router(Arc::new(scim)));
     }
     let mut http_shutdown = rx.clone();

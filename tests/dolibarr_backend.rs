@@ -343,7 +343,7 @@ async fn dolibarr_timeouts_and_outages() {
     let b = DolibarrBackend::new(&cfg).unwrap();
     sim.set_delay(Duration::from_millis(600));
     let e = b.get_user("2").await.unwrap_err();
-    assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
+    assert!(matches!(e, BackendError::Timeout(_)), "{e:?}");
     assert!(!e.to_string().contains(sim.admin_key()));
     sim.set_delay(Duration::ZERO);
 

@@ -14,7 +14,7 @@ use common::{DirFixture, TouchFn, replays};
 use idgate::backend::dreamfactory::DreamFactoryBackend;
 use idgate::backend::{Backend, BackendError};
 use idgate::config::{Config, DreamFactoryConfig, DreamFactoryLogin, Secret};
-use idgate::directory::Actor;
+use idgate::directory::Caller;
 use idgate::model::{GroupChanges, NewGroup, NewUser, User, UserChanges};
 use serde_json::{Value, json};
 use support::dreamfactory_sim::*;
@@ -393,7 +393,7 @@ async fn dreamfactory_error_mapping_and_retries() {
     // Outages and slowness are "unavailable".
     sim.set_delay(Duration::from_millis(2500));
     let slow = DreamFactoryBackend::new(&DreamFactoryConfig { retries: 0, ..config(&sim) }).unwrap();
-    assert!(matches!(slow.list_users().await, Err(BackendError::Unavailable(_))));
+    assert!(matches!(slow.list_users().await, Err(BackendError::Timeout(_))));
     sim.set_delay(Duration::ZERO);
     sim.stop();
     let errors = [
@@ -450,7 +450,7 @@ async fn dreamfactory_failed_writes_are_never_cached() {
     let sim = DreamFactorySim::start().await;
     let r = start(&sim, QUIET).await;
     let dir = r.directory.clone();
-    let actor = Actor::system();
+    let actor = Caller::system();
     let before = dir.snapshot().unwrap().user_by_id("u7").cloned().unwrap();
 
     sim.fail_next(1, 500);
@@ -460,10 +460,21 @@ async fn dreamfactory_failed_writes_are_never_cached() {
     assert!(dir.update_user(&actor, "u7", change.clone()).await.is_err(), "timeout");
     sim.set_delay(Duration::ZERO);
     assert_eq!(dir.snapshot().unwrap().user_by_id("u7").unwrap().first_name, before.first_name);
-    assert!(dir.create_user(&actor, new_user(JANE_EMAIL)).await.is_err());
-    assert_eq!(dir.snapshot().unwrap().users().len(), 8);
+    assert!(
+        dir.create_user(&actor, idgate::directory::UserSpec { new: new_user(JANE_EMAIL), ..Default::default() })
+            .await
+            .is_err()
+    );
+    assert_eq!(dir.snapshot().unwrap().user_count(), 8);
     sim.fail_next(1, 503);
-    assert!(dir.delete_user(&actor, "u9").await.is_err());
+    assert!(
+        dir.delete_user(&actor, "u9", idgate::config::DeleteMode::Delete, |_, _| Ok::<
+            _,
+            idgate::directory::DirectoryError,
+        >(()))
+        .await
+        .is_err()
+    );
     assert!(dir.snapshot().unwrap().user_by_id("u9").is_some(), "not forgotten");
     let e = dir.update_user(&actor, "u7", UserChanges { admin: Some(true), ..Default::default() }).await.unwrap_err();
     assert!(e.to_string().contains("admin"), "{e}");

@@ -131,7 +131,8 @@ impl Rest {
         } else {
             "request failed"
         };
-        BackendError::Unavailable(format!("{} {what}", self.product))
+        let message = format!("{} {what}", self.product);
+        if e.is_timeout() { BackendError::Timeout(message) } else { BackendError::Unavailable(message) }
     }
 }
 

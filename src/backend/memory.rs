@@ -27,6 +27,10 @@ pub struct Seed {
 #[serde(deny_unknown_fields)]
 pub struct SeedUser {
     pub login: String,
+    /// Unix seconds; seeded entries are the same entities on every start, so they keep one
+    /// creation time (`SEED_CREATED` unless given).
+    #[serde(default)]
+    pub created: Option<i64>,
     #[serde(default)]
     pub firstname: String,
     #[serde(default)]
@@ -64,6 +68,8 @@ fn yes() -> bool {
 pub struct SeedGroup {
     pub name: String,
     #[serde(default)]
+    pub created: Option<i64>,
+    #[serde(default)]
     pub description: Option<String>,
     /// Member logins.
     #[serde(default)]
@@ -82,6 +88,9 @@ struct State {
 pub struct MemoryBackend {
     state: RwLock<State>,
 }
+
+/// Creation time of seeded entries that name none: 2025-01-01T00:00:00Z.
+pub const SEED_CREATED: i64 = 1_735_689_600;
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -150,7 +159,7 @@ impl MemoryBackend {
                         locale: su.locale,
                         active: su.active,
                         admin: su.admin,
-                        created: Some(ts),
+                        created: Some(su.created.unwrap_or(SEED_CREATED)),
                         modified: Some(ts),
                     },
                 );
@@ -175,7 +184,7 @@ impl MemoryBackend {
                         name: sg.name,
                         description: sg.description,
                         members,
-                        created: Some(ts),
+                        created: Some(sg.created.unwrap_or(SEED_CREATED)),
                         modified: Some(ts),
                     },
                 );

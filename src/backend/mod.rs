@@ -32,9 +32,12 @@ pub enum BackendError {
     /// The backend rejected the gateway's credentials: a configuration problem, never a user's.
     #[error("the backend rejected the gateway's credentials: {0}")]
     Auth(String),
-    /// Timeout, connection failure, 5xx: try again later.
+    /// Connection failure, 5xx: try again later.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend did not answer in time: try again later.
+    #[error("backend unavailable: {0}")]
+    Timeout(String),
     /// The backend answered something we do not understand.
     #[error("unexpected backend answer: {0}")]
     Protocol(String),
@@ -43,7 +46,7 @@ pub enum BackendError {
 impl BackendError {
     /// True when the failure is transient and says nothing about the request itself.
     pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Unavailable(_))
+        matches!(self, BackendError::Unavailable(_) | BackendError::Timeout(_))
     }
 }
 

@@ -1,38 +1,35 @@
 //! The directory core: the one door through which front ends read and change identities. It holds
-//! the cached snapshot, refreshes it from the backend, checks passwords (bind cache, throttling),
-//! and knows the configured service accounts.
+//! the cached snapshot and refreshes it from the backend (`refresh.rs`), checks passwords
+//! (`auth.rs`), decides who may read and write what (`access.rs`), and owns every write
+//! (`write.rs`): front ends translate their protocol into these calls and nothing more.
 
+mod access;
+mod auth;
 mod bind_cache;
+pub mod error;
+mod locks;
+mod refresh;
 pub mod snapshot;
+pub mod state;
 mod throttle;
 mod write;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use subtle::ConstantTimeEq;
-use tokio::sync::{Mutex, watch};
 
-use crate::backend::{Backend, BackendError, Capabilities};
-use crate::config::{Config, Rights, ServiceAccount};
+use crate::backend::{Backend, Capabilities};
+use crate::config::{Config, DeleteMode, Rights, ServiceAccount};
 use crate::model::{Group, User};
+pub use access::{AccessPolicy, Action, Caller, Grant, Principal, ReadScope};
 pub use bind_cache::BindCache;
+pub use error::{DirectoryError, Upstream};
 pub use snapshot::Snapshot;
+pub use state::{StateError, StateStore};
 use throttle::Throttle;
-pub use write::Actor;
-
-/// Why the directory could not answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DirectoryError {
-    /// No usable snapshot: never loaded, or older than `max_stale`.
-    #[error("directory data unavailable: {0}")]
-    Stale(String),
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-}
+pub use write::{Attached, GroupEdit, GroupSpec, UserEdit, UserSpec};
 
 /// The result of a password check.
 #[derive(Debug, Clone)]
@@ -60,15 +57,26 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
+/// Rules every write follows, whatever front end it came through.
+#[derive(Debug, Clone)]
+pub struct WritePolicy {
+    pub password_min_length: usize,
+    /// What deleting a user over LDAP means.
+    pub ldap_delete_mode: DeleteMode,
+}
+
 pub struct Directory {
     backend: Arc<dyn Backend>,
+    /// Backend kind and installation: part of every entity UUID.
+    scope: String,
     snapshot: ArcSwapOption<Snapshot>,
     generation: AtomicU64,
-    /// Serialises snapshot replacement (refresh installs and write-through updates).
-    install: Mutex<()>,
-    /// Writes applied while a refresh was fetching, replayed onto its result.
-    write_log: std::sync::Mutex<Vec<WriteOp>>,
-    refreshing_since: std::sync::Mutex<Option<Instant>>,
+    /// Serialises snapshot replacement (refresh installs and write-through deltas).
+    install: std::sync::Mutex<()>,
+    /// One refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
+    /// While a refresh fetches: the deltas applied meanwhile, replayed onto its result.
+    write_log: std::sync::Mutex<Option<Vec<Delta>>>,
     last_error: std::sync::Mutex<Option<String>>,
     /// Unix time at which the last successful refresh started (for incremental fetches).
     last_refresh_unix: AtomicU64,
@@ -80,32 +88,102 @@ pub struct Directory {
     /// Coalesces concurrent by-login lookups of users missing from the snapshot.
     login_lookups: moka::future::Cache<String, Option<Arc<User>>>,
     services: Vec<ServiceAccount>,
+    locks: locks::Locks,
+    state: StateStore,
+    access: AccessPolicy,
+    policy: WritePolicy,
 }
 
+/// One acknowledged change to the cached directory.
 #[derive(Debug, Clone)]
-enum WriteOp {
+enum Delta {
     PutUser(Arc<User>),
     DeleteUser(String),
+    /// A group's own fields; its memberships stay.
+    PutGroupFields(Arc<Group>),
+    /// A group with exactly the members it lists (a creation).
     PutGroup(Arc<Group>),
     DeleteGroup(String),
+    /// One membership, with the time of the write that changed it.
+    Member {
+        group: String,
+        user: String,
+        add: bool,
+        at: i64,
+    },
 }
-
-/// Overlap for incremental fetches, covering clock skew and same-second changes.
-const INCREMENTAL_OVERLAP_SECS: u64 = 120;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// `modified` no older than `at`.
+fn stamped_user(u: &User, at: i64) -> Arc<User> {
+    let mut u = u.clone();
+    u.modified = Some(u.modified.unwrap_or(at).max(at));
+    Arc::new(u)
+}
+
+fn stamped_group(g: &Group, at: i64) -> Arc<Group> {
+    let mut g = g.clone();
+    g.modified = Some(g.modified.unwrap_or(at).max(at));
+    Arc::new(g)
+}
+
+fn apply_delta(s: &mut Snapshot, d: &Delta) {
+    match d {
+        Delta::PutUser(u) => {
+            s.put_user(u.clone());
+        }
+        Delta::DeleteUser(id) => {
+            s.remove_user(id);
+        }
+        Delta::PutGroupFields(g) => {
+            s.put_group_fields(g.clone());
+        }
+        Delta::PutGroup(g) => {
+            s.put_group(g.clone());
+        }
+        Delta::DeleteGroup(id) => {
+            s.remove_group(id);
+        }
+        Delta::Member { group, user, add, at } => {
+            let (Some(gi), Some(ui)) = (s.group_index(group), s.user_index(user)) else { return };
+            if s.set_member(gi, ui, *add) {
+                // The group's member list and the user's memberOf both changed.
+                let g = stamped_group(s.group(gi), *at);
+                s.put_group_fields(g);
+                let u = stamped_user(s.user(ui), *at);
+                s.put_user(u);
+            }
+        }
+    }
+}
+
 impl Directory {
+    /// A directory whose gateway-side state lives in memory only.
     pub fn new(cfg: &Config, backend: Arc<dyn Backend>) -> Arc<Directory> {
+        Directory::with_state(cfg, backend, StateStore::memory())
+    }
+
+    /// A directory with its gateway-side state in `scim.state_path` (memory when unset).
+    pub fn open(cfg: &Config, backend: Arc<dyn Backend>) -> Result<Arc<Directory>, StateError> {
+        let state = StateStore::open(cfg.scim.state_path.as_deref())?;
+        if cfg.scim.state_path.is_none() {
+            tracing::warn!("scim.state_path is not set: externalId values are kept in memory only");
+        }
+        Ok(Directory::with_state(cfg, backend, state))
+    }
+
+    fn with_state(cfg: &Config, backend: Arc<dyn Backend>, state: StateStore) -> Arc<Directory> {
         Arc::new(Directory {
+            scope: format!("{}\u{0}{}", backend.kind(), backend.instance()),
             backend,
             snapshot: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
-            install: Mutex::new(()),
+            install: Default::default(),
+            refreshing: Default::default(),
             write_log: Default::default(),
-            refreshing_since: Default::default(),
             last_error: Default::default(),
             last_refresh_unix: AtomicU64::new(0),
             max_stale: cfg.cache.max_stale,
@@ -118,15 +196,36 @@ impl Directory {
                 .time_to_live(Duration::from_secs(5))
                 .build(),
             services: cfg.ldap.service_accounts.clone(),
+            locks: locks::Locks::default(),
+            state,
+            access: AccessPolicy {
+                allow_anonymous: cfg.ldap.allow_anonymous,
+                users_may_change_password: cfg.ldap.users_may_change_password,
+                self_password_change_requires_old: cfg.ldap.self_password_change_requires_old,
+            },
+            policy: WritePolicy {
+                password_min_length: cfg.ldap.password_min_length,
+                ldap_delete_mode: cfg.ldap.delete_mode,
+            },
         })
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// The backend's kind (`memory`, `dolibarr`, ...).
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    /// The installation scope that names entity UUIDs.
+    pub fn scope(&self) -> &str {
+        &self.scope
     }
 
     pub fn capabilities(&self) -> Capabilities {
         self.backend.capabilities()
+    }
+
+    pub fn write_policy(&self) -> &WritePolicy {
+        &self.policy
     }
 
     /// The current snapshot, unless there is none or it is older than `max_stale`.
@@ -153,8 +252,8 @@ impl Directory {
         Health {
             loaded: snap.is_some(),
             generation: snap.as_ref().map_or(0, |s| s.generation),
-            users: snap.as_ref().map_or(0, |s| s.users().len()),
-            groups: snap.as_ref().map_or(0, |s| s.groups().len()),
+            users: snap.as_ref().map_or(0, |s| s.user_count()),
+            groups: snap.as_ref().map_or(0, |s| s.group_count()),
             age_seconds: snap.as_ref().map(|s| s.built_at.elapsed().as_secs_f64()),
             stale: snap.as_ref().is_none_or(|s| s.built_at.elapsed() > self.max_stale),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -169,253 +268,21 @@ impl Directory {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
-    /// Loads everything from the backend. A failure leaves the current snapshot in place.
-    pub async fn refresh_full(&self) -> Result<(), DirectoryError> {
-        let started_unix = unix_now();
-        self.begin_fetch();
-        let fetched = tokio::try_join!(self.backend.list_users(), self.backend.list_groups());
-        let (users, groups) = match fetched {
-            Ok(v) => v,
-            Err(e) => {
-                self.end_fetch();
-                self.note_error(Some(e.to_string()));
-                tracing::warn!(error = %e, "full refresh failed; keeping the current snapshot");
-                metrics::counter!("idgate_refresh_total", "kind" => "full", "result" => "error").increment(1);
-                return Err(e.into());
-            }
-        };
-        let users = users.into_iter().map(Arc::new).collect();
-        let groups = groups.into_iter().map(Arc::new).collect();
-        self.install_fetched(users, groups, started_unix).await;
-        metrics::counter!("idgate_refresh_total", "kind" => "full", "result" => "ok").increment(1);
-        Ok(())
-    }
-
-    /// Fetches users changed since the last refresh and every group; falls back to a full refresh
-    /// when the backend cannot filter by modification time or nothing was loaded yet.
-    pub async fn refresh_incremental(&self) -> Result<(), DirectoryError> {
-        let Some(current) = self.snapshot.load_full() else { return self.refresh_full().await };
-        if !self.capabilities().incremental_sync {
-            return self.refresh_full().await;
-        }
-        let started_unix = unix_now();
-        let since = self.last_refresh_unix.load(Ordering::Relaxed).saturating_sub(INCREMENTAL_OVERLAP_SECS);
-        self.begin_fetch();
-        let fetched = tokio::try_join!(self.backend.list_users_changed_since(since as i64), self.backend.list_groups());
-        let (changed, groups) = match fetched {
-            Ok(v) => v,
-            Err(BackendError::Unsupported { .. }) => {
-                self.end_fetch();
-                return self.refresh_full().await;
-            }
-            Err(e) => {
-                self.end_fetch();
-                self.note_error(Some(e.to_string()));
-                tracing::warn!(error = %e, "incremental refresh failed; keeping the current snapshot");
-                metrics::counter!("idgate_refresh_total", "kind" => "incremental", "result" => "error").increment(1);
-                return Err(e.into());
-            }
-        };
-        let mut users: std::collections::HashMap<String, Arc<User>> =
-            current.users().iter().map(|u| (u.id.clone(), u.clone())).collect();
-        for u in changed {
-            users.insert(u.id.clone(), Arc::new(u));
-        }
-        let groups = groups.into_iter().map(Arc::new).collect();
-        self.install_fetched(users.into_values().collect(), groups, started_unix).await;
-        metrics::counter!("idgate_refresh_total", "kind" => "incremental", "result" => "ok").increment(1);
-        Ok(())
-    }
-
-    fn begin_fetch(&self) {
-        let mut since = self.refreshing_since.lock().unwrap_or_else(|e| e.into_inner());
-        if since.is_none() {
-            *since = Some(Instant::now());
-            self.write_log.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-    }
-
-    fn end_fetch(&self) {
-        *self.refreshing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.write_log.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    async fn install_fetched(&self, users: Vec<Arc<User>>, groups: Vec<Arc<Group>>, started_unix: u64) {
-        let _guard = self.install.lock().await;
-        // Writes acknowledged while we were fetching may be missing from what we fetched.
-        let log: Vec<WriteOp> = std::mem::take(&mut *self.write_log.lock().unwrap_or_else(|e| e.into_inner()));
-        *self.refreshing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let (users, groups) = replay(users, groups, &log);
-        let unchanged = self.snapshot.load_full().is_some_and(|cur| same_content(&cur, &users, &groups));
-        let snap = if unchanged {
-            // Keep the generation (derived views stay valid) but record the confirmation time.
-            let cur = self.snapshot.load_full().expect("checked above");
-            Snapshot::build(cur.generation, users, groups)
-        } else {
-            Snapshot::build(self.next_generation(), users, groups)
-        };
-        tracing::debug!(
-            generation = snap.generation,
-            users = snap.users().len(),
-            groups = snap.groups().len(),
-            "snapshot installed"
-        );
-        metrics::gauge!("idgate_cache_users").set(snap.users().len() as f64);
-        metrics::gauge!("idgate_cache_groups").set(snap.groups().len() as f64);
-        self.snapshot.store(Some(Arc::new(snap)));
-        self.last_refresh_unix.store(started_unix, Ordering::Relaxed);
-        self.note_error(None);
-    }
-
-    /// Applies a write the backend acknowledged, so the next read shows it (read-your-writes).
-    async fn apply(&self, op: WriteOp) {
-        let _guard = self.install.lock().await;
-        if self.refreshing_since.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            self.write_log.lock().unwrap_or_else(|e| e.into_inner()).push(op.clone());
+    /// Applies changes the backend acknowledged, so the next read shows them (read-your-writes).
+    /// Costs O(size of the change), never a rebuild.
+    fn apply(&self, deltas: Vec<Delta>) {
+        let _guard = self.install.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = self.write_log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            log.extend(deltas.iter().cloned());
         }
         let Some(cur) = self.snapshot.load_full() else { return };
-        let (users, groups) = replay(cur.users().to_vec(), cur.groups().to_vec(), std::slice::from_ref(&op));
-        let mut snap = Snapshot::build(self.next_generation(), users, groups);
-        // A write does not make the rest of the data fresher.
-        snap.built_at = cur.built_at;
-        self.snapshot.store(Some(Arc::new(snap)));
-    }
-
-    pub async fn put_user(&self, user: User) {
-        self.login_lookups.invalidate_all();
-        self.apply(WriteOp::PutUser(Arc::new(user))).await
-    }
-    pub async fn forget_user(&self, id: &str) {
-        self.bind_cache.evict(id);
-        self.login_lookups.invalidate_all();
-        self.apply(WriteOp::DeleteUser(id.to_string())).await
-    }
-    pub async fn put_group(&self, group: Group) {
-        self.apply(WriteOp::PutGroup(Arc::new(group))).await
-    }
-    pub async fn forget_group(&self, id: &str) {
-        self.apply(WriteOp::DeleteGroup(id.to_string())).await
-    }
-
-    /// Runs the refresh schedule until `shutdown` flips: incremental every `refresh_interval`,
-    /// full every `full_refresh_interval`, faster retries while nothing is loaded.
-    pub fn spawn_refresher(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        let dir = self.clone();
-        tokio::spawn(async move {
-            let mut last_full = Instant::now();
-            loop {
-                let wait = if dir.snapshot.load().is_none() {
-                    dir.refresh_interval.min(Duration::from_secs(5))
-                } else {
-                    dir.refresh_interval
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return,
-                }
-                let res = if last_full.elapsed() >= dir.full_refresh_interval || dir.snapshot.load().is_none() {
-                    let r = dir.refresh_full().await;
-                    if r.is_ok() {
-                        last_full = Instant::now();
-                    }
-                    r
-                } else {
-                    dir.refresh_incremental().await
-                };
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "scheduled refresh failed");
-                }
-            }
-        })
-    }
-
-    /// A configured service account by name (case-insensitive).
-    pub fn service_account(&self, name: &str) -> Option<&ServiceAccount> {
-        self.services.iter().find(|s| s.name.eq_ignore_ascii_case(name))
-    }
-
-    /// Checks a service account's password (constant-time), with throttling.
-    pub fn authenticate_service(&self, name: &str, password: &str, peer: IpAddr) -> AuthOutcome {
-        let key = format!("service:{name}");
-        if let Err(b) = self.throttle.check(&key, peer) {
-            return AuthOutcome::Throttled(b.0);
+        let mut next = (*cur).clone();
+        for d in &deltas {
+            apply_delta(&mut next, d);
         }
-        match self.service_account(name) {
-            Some(sa) if bool::from(sa.password.expose().as_bytes().ct_eq(password.as_bytes())) => {
-                self.throttle.record_success(&key);
-                AuthOutcome::Service { name: sa.name.clone(), access: sa.access }
-            }
-            _ => {
-                self.throttle.record_failure(&key, peer);
-                AuthOutcome::Invalid
-            }
-        }
-    }
-
-    /// Finds a user by login: the snapshot first, then (coalesced) the backend, for accounts
-    /// created since the last refresh.
-    pub async fn find_user(&self, login: &str) -> Result<Option<Arc<User>>, DirectoryError> {
-        let snap = self.snapshot()?;
-        if let Some(u) = snap.user_by_login(login) {
-            return Ok(Some(u.clone()));
-        }
-        let backend = self.backend.clone();
-        let key = login.to_lowercase();
-        let owned = login.to_string();
-        let found = self
-            .login_lookups
-            .try_get_with(key, async move { backend.find_user_by_login(&owned).await.map(|o| o.map(Arc::new)) })
-            .await
-            .map_err(|e: Arc<BackendError>| DirectoryError::Backend((*e).clone()))?;
-        if let Some(u) = &found {
-            self.apply(WriteOp::PutUser(u.clone())).await;
-        }
-        Ok(found)
-    }
-
-    /// Checks a user's password: bind cache first, then the backend. A backend failure is an
-    /// `Err` (the caller answers "unavailable"), never `Invalid`.
-    pub async fn authenticate_user(
-        &self,
-        login: &str,
-        password: &str,
-        peer: IpAddr,
-    ) -> Result<AuthOutcome, DirectoryError> {
-        let key = format!("user:{}", login.to_lowercase());
-        if let Err(b) = self.throttle.check(&key, peer) {
-            metrics::counter!("idgate_binds_total", "kind" => "user", "result" => "throttled").increment(1);
-            return Ok(AuthOutcome::Throttled(b.0));
-        }
-        let user = match self.find_user(login).await? {
-            Some(u) if u.active => u,
-            _ => {
-                self.throttle.record_failure(&key, peer);
-                metrics::counter!("idgate_binds_total", "kind" => "user", "result" => "invalid").increment(1);
-                return Ok(AuthOutcome::Invalid);
-            }
-        };
-        if self.bind_cache.matches(&user.id, password) {
-            self.throttle.record_success(&key);
-            metrics::counter!("idgate_binds_total", "kind" => "user", "result" => "cached").increment(1);
-            return Ok(AuthOutcome::User(user));
-        }
-        match self.backend.check_password(&user, password).await {
-            Ok(true) => {
-                self.bind_cache.insert(&user.id, password);
-                self.throttle.record_success(&key);
-                metrics::counter!("idgate_binds_total", "kind" => "user", "result" => "ok").increment(1);
-                Ok(AuthOutcome::User(user))
-            }
-            Ok(false) => {
-                self.throttle.record_failure(&key, peer);
-                metrics::counter!("idgate_binds_total", "kind" => "user", "result" => "invalid").increment(1);
-                Ok(AuthOutcome::Invalid)
-            }
-            Err(e) => {
-                metrics::counter!("idgate_binds_total", "kind" => "user", "result" => "unavailable").increment(1);
-                Err(e.into())
-            }
-        }
+        // A write does not make the rest of the data fresher: `built_at` stays.
+        next.generation = self.next_generation();
+        self.snapshot.store(Some(Arc::new(next)));
     }
 
     /// Forgets a user's cached password (after a password change).
@@ -424,50 +291,11 @@ impl Directory {
     }
 }
 
-fn replay(users: Vec<Arc<User>>, groups: Vec<Arc<Group>>, log: &[WriteOp]) -> (Vec<Arc<User>>, Vec<Arc<Group>>) {
-    if log.is_empty() {
-        return (users, groups);
-    }
-    let mut users = users;
-    let mut groups = groups;
-    for op in log {
-        match op {
-            WriteOp::PutUser(u) => {
-                users.retain(|x| x.id != u.id);
-                users.push(u.clone());
-            }
-            WriteOp::DeleteUser(id) => {
-                users.retain(|x| &x.id != id);
-                for g in groups.iter_mut() {
-                    if g.members.iter().any(|m| m == id) {
-                        let mut ng = (**g).clone();
-                        ng.members.retain(|m| m != id);
-                        *g = Arc::new(ng);
-                    }
-                }
-            }
-            WriteOp::PutGroup(g) => {
-                groups.retain(|x| x.id != g.id);
-                groups.push(g.clone());
-            }
-            WriteOp::DeleteGroup(id) => groups.retain(|x| &x.id != id),
-        }
-    }
-    (users, groups)
-}
-
-fn same_content(cur: &Snapshot, users: &[Arc<User>], groups: &[Arc<Group>]) -> bool {
-    if cur.users().len() != users.len() || cur.groups().len() != groups.len() {
-        return false;
-    }
-    users.iter().all(|u| cur.user_by_id(&u.id).is_some_and(|c| **c == **u))
-        && groups.iter().all(|g| cur.group_index(&g.id).is_some_and(|i| **cur.group(i) == **g))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::memory::{MemoryBackend, Seed};
+    use std::net::IpAddr;
 
     fn dir(seed: &str, tweak: impl FnOnce(&mut Config)) -> (Arc<Directory>, Arc<MemoryBackend>) {
         let mut cfg = Config::parse("[backend]\nkind=\"memory\"\n").unwrap();
@@ -491,7 +319,7 @@ mod tests {
         let (d, _) = dir(SEED, |_| {});
         assert!(matches!(d.snapshot(), Err(DirectoryError::Stale(_))));
         d.refresh_full().await.unwrap();
-        assert_eq!(d.snapshot().unwrap().users().len(), 2);
+        assert_eq!(d.snapshot().unwrap().user_count(), 2);
     }
 
     #[tokio::test]
@@ -559,11 +387,13 @@ mod tests {
         let (d, _) = dir(SEED, |_| {});
         d.refresh_full().await.unwrap();
         d.begin_fetch();
-        d.put_user(User { id: "77".into(), login: "late".into(), active: true, ..Default::default() }).await;
+        let late = User { id: "77".into(), login: "late".into(), active: true, ..Default::default() };
+        d.apply(vec![Delta::PutUser(Arc::new(late))]);
         // the fetched data predates the write
         let s = d.snapshot().unwrap();
-        let users: Vec<_> = s.users().iter().filter(|u| u.id != "77").cloned().collect();
-        d.install_fetched(users, s.groups().to_vec(), unix_now()).await;
+        let users: Vec<User> = s.users().filter(|(_, u)| u.id != "77").map(|(_, u)| (**u).clone()).collect();
+        let groups: Vec<Group> = s.groups().map(|(gi, _)| s.group_with_members(gi)).collect();
+        d.install_fetched(refresh::Fetched::Full(users, groups), unix_now());
         assert!(d.snapshot().unwrap().user_by_login("late").is_some());
     }
 }

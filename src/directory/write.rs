@@ -1,55 +1,181 @@
-//! Writes: every change goes to the backend first; only what the backend acknowledged reaches the
-//! snapshot, before the caller answers its client (read-your-writes). Uniqueness is checked against
-//! the snapshot before the backend is called, capabilities are respected before any call, and each
-//! write leaves one audit line.
+//! The one write API. Every change, whatever front end it came from, passes here:
+//! - access: each write needs a [`Grant`] from [`Directory::authorize`];
+//! - policy: password length and the backend's own rules, uniqueness, capabilities, all checked
+//!   before the first backend call;
+//! - order: writes to one user or group are serialised by a per-object lock, and an edit is
+//!   decided (by the front end's closure) against the state current under that lock, so no writer
+//!   overwrites another's change;
+//! - effect: the backend first, then the snapshot as a delta (O(change)), stamped with the time of
+//!   the write; a request of several steps that fails midway says which steps were applied;
+//! - trace: one audit line per step, never a secret.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Directory, DirectoryError};
-use crate::backend::BackendError;
+use super::access::{Action, Caller, Grant};
+use super::{Delta, Directory, DirectoryError, Snapshot, stamped_group, stamped_user, unix_now};
+use crate::config::DeleteMode;
 use crate::model::{Group, GroupChanges, NewGroup, NewUser, User, UserChanges};
 
-/// Who asks for a change, for the audit log.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// Bind DN, token name, ...
-    pub who: String,
-    /// Source address.
-    pub source: String,
-    /// `ldap` or `scim`.
-    pub frontend: &'static str,
+/// Namespaces of the gateway-side state.
+const NS_EXTERNAL_ID_USER: &str = "user";
+const NS_EXTERNAL_ID_GROUP: &str = "group";
+const NS_DISPLAY_NAME: &str = "user.displayName";
+
+/// What the gateway keeps about a user beyond the backend's fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attached {
+    pub external_id: Option<String>,
+    /// A display name a client set: `None` follows the full name, `Some("")` was removed.
+    pub display_name: Option<String>,
 }
 
-impl Actor {
-    pub fn system() -> Actor {
-        Actor { who: "idgate".into(), source: "-".into(), frontend: "internal" }
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct UserSpec {
+    pub new: NewUser,
+    pub external_id: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// A change to one user, decided against its current state.
+#[derive(Clone, Default)]
+pub struct UserEdit {
+    pub changes: UserChanges,
+    pub password: Option<String>,
+    /// Proof of the old password, for a password change.
+    pub old_password: Option<String>,
+    /// `Some(v)`: set the externalId to `v`.
+    pub external_id: Option<Option<String>>,
+    /// `Some(v)`: the display name a client wants (`None`: removed).
+    pub display_name: Option<Option<String>>,
+}
+
+impl std::fmt::Debug for UserEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserEdit")
+            .field("changes", &self.changes)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("old_password", &self.old_password.as_ref().map(|_| "<redacted>"))
+            .field("external_id", &self.external_id)
+            .finish_non_exhaustive()
     }
 }
 
-fn audit<T>(actor: &Actor, op: &str, target: &str, result: &Result<T, DirectoryError>) {
+impl UserEdit {
+    fn touches_profile(&self) -> bool {
+        !self.changes.is_empty() || self.external_id.is_some() || self.display_name.is_some()
+    }
+}
+
+/// A group to create.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSpec {
+    pub new: NewGroup,
+    pub external_id: Option<String>,
+}
+
+/// A change to one group, decided against its current state.
+#[derive(Debug, Clone, Default)]
+pub struct GroupEdit {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    /// The complete member set wanted (backend user ids); `None` leaves the members alone.
+    pub members: Option<BTreeSet<String>>,
+    pub external_id: Option<Option<String>>,
+}
+
+fn audit<T>(caller: &Caller, op: &str, target: &str, result: &Result<T, DirectoryError>) {
     match result {
         Ok(_) => tracing::info!(
             target: "idgate::audit",
-            event = "write", frontend = actor.frontend, who = %actor.who, source = %actor.source,
+            event = "write", frontend = caller.frontend, who = %caller.label, source = %caller.source,
             op, target, outcome = "ok",
         ),
         Err(e) => tracing::info!(
             target: "idgate::audit",
-            event = "write", frontend = actor.frontend, who = %actor.who, source = %actor.source,
+            event = "write", frontend = caller.frontend, who = %caller.label, source = %caller.source,
             op, target, outcome = "failed", error = %e,
         ),
     }
     let result = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!("idgate_writes_total", "frontend" => actor.frontend, "op" => op.to_string(), "result" => result)
+    metrics::counter!("idgate_writes_total", "frontend" => caller.frontend, "op" => op.to_string(), "result" => result)
         .increment(1);
 }
 
+/// What binds gateway-side state to one entity, so a reused id does not inherit it.
+fn fingerprint(created: Option<i64>) -> String {
+    created.map(|c| c.to_string()).unwrap_or_default()
+}
+
+fn state_err(e: super::StateError) -> DirectoryError {
+    DirectoryError::Unavailable { message: e.to_string(), timeout: false }
+}
+
+fn now() -> i64 {
+    unix_now() as i64
+}
+
 impl Directory {
-    fn check(&self, allowed: bool, what: &str) -> Result<(), DirectoryError> {
+    fn capable(&self, allowed: bool, what: &str) -> Result<(), DirectoryError> {
         if allowed { Ok(()) } else { Err(self.backend.unsupported(what).into()) }
     }
 
-    /// `user:<login>` for audit lines, or the id when the user is not in the snapshot.
+    /// The password policy, the same for every front end.
+    pub fn check_password_policy(&self, password: &str) -> Result<(), DirectoryError> {
+        let min = self.policy.password_min_length;
+        if password.chars().count() < min {
+            return Err(DirectoryError::invalid_attr(
+                "password",
+                format!("the password must have at least {min} characters"),
+            ));
+        }
+        self.backend.validate_password(password).map_err(|e| DirectoryError::invalid_attr("password", e.to_string()))
+    }
+
+    // ---- Gateway-side state ---------------------------------------------------------------
+
+    /// The externalId and display name kept for a user.
+    pub fn attached_user(&self, u: &User) -> Attached {
+        let fp = fingerprint(u.created);
+        Attached {
+            external_id: self.state.get(NS_EXTERNAL_ID_USER, &u.id, &fp),
+            display_name: self.state.get(NS_DISPLAY_NAME, &u.id, &fp),
+        }
+    }
+
+    pub fn group_external_id(&self, g: &Group) -> Option<String> {
+        self.state.get(NS_EXTERNAL_ID_GROUP, &g.id, &fingerprint(g.created))
+    }
+
+    /// Slots of the users (or groups) with this externalId in `snap`.
+    pub fn with_external_id(&self, snap: &Snapshot, groups: bool, value: &str) -> Vec<usize> {
+        let ns = if groups { NS_EXTERNAL_ID_GROUP } else { NS_EXTERNAL_ID_USER };
+        self.state
+            .ids_with(ns, value)
+            .into_iter()
+            .filter_map(|(id, fp)| {
+                let (idx, created) = if groups {
+                    snap.group_index(&id).map(|i| (i, snap.group(i).created))?
+                } else {
+                    snap.user_index(&id).map(|i| (i, snap.user(i).created))?
+                };
+                (fp.is_empty() || fp == fingerprint(created)).then_some(idx)
+            })
+            .collect()
+    }
+
+    /// Forgets everything the gateway kept about an entity (`groups`: `None` for a user).
+    pub(super) fn forget_state(&self, id: &str, group: Option<()>) {
+        let namespaces: &[&str] =
+            if group.is_some() { &[NS_EXTERNAL_ID_GROUP] } else { &[NS_EXTERNAL_ID_USER, NS_DISPLAY_NAME] };
+        for ns in namespaces {
+            if let Err(e) = self.state.set(ns, id, "", None) {
+                tracing::warn!(error = %e, id, "could not forget gateway state of a deleted entity");
+            }
+        }
+    }
+
     fn user_label(&self, id: &str) -> String {
         match self.snapshot().ok().and_then(|s| s.user_by_id(id).map(|u| u.login.clone())) {
             Some(login) => format!("user:{login}"),
@@ -64,354 +190,449 @@ impl Directory {
         }
     }
 
-    fn login_taken(&self, login: &str, except: Option<&str>) -> Result<bool, DirectoryError> {
-        let snap = self.snapshot()?;
-        Ok(snap.user_by_login(login).is_some_and(|u| Some(u.id.as_str()) != except))
-    }
+    // ---- Users ----------------------------------------------------------------------------
 
-    fn group_name_taken(&self, name: &str, except: Option<&str>) -> Result<bool, DirectoryError> {
-        let snap = self.snapshot()?;
-        Ok(snap.group_by_name(name).is_some_and(|g| Some(g.id.as_str()) != except))
-    }
-
-    pub async fn create_user(&self, actor: &Actor, new: NewUser) -> Result<Arc<User>, DirectoryError> {
+    pub async fn create_user(&self, caller: &Caller, spec: UserSpec) -> Result<Arc<User>, DirectoryError> {
+        let target = format!("user:{}", spec.new.login);
         let r = async {
-            self.check(self.capabilities().user_create, "creating users")?;
-            if let Some(p) = &new.password {
-                self.backend.validate_password(p)?;
+            let _grant = self.authorize(caller, Action::WriteUsers)?;
+            self.capable(self.capabilities().user_create, "creating users")?;
+            if let Some(p) = &spec.new.password {
+                self.check_password_policy(p)?;
             }
-            if self.login_taken(&new.login, None)? {
-                return Err(BackendError::Conflict(format!("login {} already exists", new.login)).into());
+            let _lock = self.locks.lock(format!("login:{}", spec.new.login.to_lowercase())).await;
+            if self.snapshot()?.user_by_login(&spec.new.login).is_some() {
+                return Err(DirectoryError::Conflict(format!("login {} already exists", spec.new.login)));
             }
-            let u = self.backend.create_user(&new).await?;
-            self.put_user(u.clone()).await;
-            Ok(Arc::new(u))
+            let created = self.backend.create_user(&spec.new).await?;
+            self.login_lookups.invalidate_all();
+            let u = stamped_user(&created, now());
+            let fp = fingerprint(u.created);
+            // A new entity never has state: clear whatever an earlier one with this id left.
+            let display = spec.display_name.filter(|d| *d != u.full_name());
+            let kept = self
+                .state
+                .set(NS_EXTERNAL_ID_USER, &u.id, &fp, spec.external_id.as_deref())
+                .and_then(|_| self.state.set(NS_DISPLAY_NAME, &u.id, &fp, display.as_deref()));
+            self.apply(vec![Delta::PutUser(u.clone())]);
+            kept.map_err(|e| state_err(e).after(&["the user was created".into()], "storing its externalId"))?;
+            Ok(u)
         }
         .await;
-        audit(actor, "create_user", &format!("user:{}", new.login), &r);
+        audit(caller, "create_user", &target, &r);
         r
     }
 
+    /// Changes a user: `decide` computes the edit from the snapshot current under the user's lock.
+    pub async fn edit_user<E: From<DirectoryError>>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        decide: impl FnOnce(&Snapshot, usize) -> Result<UserEdit, E>,
+    ) -> Result<Arc<User>, E> {
+        let _lock = self.locks.lock(format!("u:{id}")).await;
+        let snap = self.snapshot()?;
+        let idx = snap.user_index(id).ok_or_else(|| DirectoryError::NotFound(format!("no user {id}")))?;
+        let edit = decide(&snap, idx)?;
+        Ok(self.apply_user_edit(caller, &snap, idx, edit).await?)
+    }
+
+    /// Changes a user's backend fields.
     pub async fn update_user(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: &str,
         changes: UserChanges,
     ) -> Result<Arc<User>, DirectoryError> {
-        let label = self.user_label(id);
-        let r = async {
-            self.check(self.capabilities().user_update, "changing users")?;
-            if let Some(login) = &changes.login {
-                self.check(self.capabilities().user_rename, "renaming users")?;
-                if self.login_taken(login, Some(id))? {
-                    return Err(BackendError::Conflict(format!("login {login} already exists")).into());
+        let edit = UserEdit { changes, ..Default::default() };
+        self.edit_user(caller, id, |_, _| Ok::<_, DirectoryError>(edit)).await
+    }
+
+    /// Sets a password; `old` is the proof a self-service change needs.
+    pub async fn set_password(
+        &self,
+        caller: &Caller,
+        id: &str,
+        password: &str,
+        old: Option<&str>,
+    ) -> Result<(), DirectoryError> {
+        let edit = UserEdit {
+            password: Some(password.to_string()),
+            old_password: old.map(String::from),
+            ..Default::default()
+        };
+        self.edit_user(caller, id, |_, _| Ok::<_, DirectoryError>(edit)).await.map(|_| ())
+    }
+
+    async fn apply_user_edit(
+        &self,
+        caller: &Caller,
+        snap: &Snapshot,
+        idx: usize,
+        edit: UserEdit,
+    ) -> Result<Arc<User>, DirectoryError> {
+        let current = snap.user(idx).clone();
+        let id = current.id.as_str();
+        let label = format!("user:{}", current.login);
+        // Everything is checked before the first backend call.
+        let profile = if edit.touches_profile() { Some(self.authorize(caller, Action::WriteUsers)?) } else { None };
+        let password = match &edit.password {
+            Some(p) => Some((self.authorize_password(caller, &current, edit.old_password.as_deref()).await?, p)),
+            None if edit.old_password.is_some() => {
+                return Err(DirectoryError::invalid_attr("password", "a password cannot be removed, only replaced"));
+            }
+            None => None,
+        };
+        let caps = self.capabilities();
+        let changes = &edit.changes;
+        if !changes.is_empty() {
+            self.capable(caps.user_update, "changing users")?;
+        }
+        if changes.admin.is_some() {
+            self.capable(caps.admin_flag_write, "changing the admin flag")?;
+        }
+        if let Some((_, p)) = &password {
+            self.capable(caps.password_set, "setting passwords")?;
+            self.check_password_policy(p)?;
+        }
+        let _rename = match &changes.login {
+            Some(login) => {
+                self.capable(caps.user_rename, "renaming users")?;
+                let lock = self.locks.lock(format!("login:{}", login.to_lowercase())).await;
+                if self.snapshot()?.user_by_login(login).is_some_and(|u| u.id != id) {
+                    return Err(DirectoryError::Conflict(format!("login {login} already exists")));
                 }
+                Some(lock)
             }
-            if changes.admin.is_some() {
-                self.check(self.capabilities().admin_flag_write, "changing the admin flag")?;
+            None => None,
+        };
+
+        let mut done: Vec<String> = Vec::new();
+        let mut user = current.clone();
+        if let Some(grant) = &profile
+            && !changes.is_empty()
+        {
+            let r = self.backend.update_user(id, changes).await.map_err(DirectoryError::from);
+            audit(grant.caller(), "update_user", &label, &r);
+            let updated = stamped_user(&r?, now());
+            if updated.login != current.login {
+                self.login_lookups.invalidate_all();
             }
-            let u = self.backend.update_user(id, &changes).await?;
             if changes.active == Some(false) {
                 self.evict_bind_cache(id);
             }
-            self.put_user(u.clone()).await;
-            Ok(Arc::new(u))
+            self.apply(vec![Delta::PutUser(updated.clone())]);
+            user = updated;
+            done.push("the profile attributes".into());
         }
-        .await;
-        audit(actor, "update_user", &label, &r);
-        r
-    }
-
-    pub async fn delete_user(&self, actor: &Actor, id: &str) -> Result<(), DirectoryError> {
-        let label = self.user_label(id);
-        let r = async {
-            self.check(self.capabilities().user_delete, "deleting users")?;
-            match self.backend.delete_user(id).await {
-                // Already gone in the backend: make the cache agree, then report it.
-                Err(BackendError::NotFound(m)) => {
-                    self.forget_user(id).await;
-                    Err(BackendError::NotFound(m).into())
-                }
-                Err(e) => Err(e.into()),
-                Ok(()) => {
-                    self.forget_user(id).await;
-                    Ok(())
-                }
-            }
-        }
-        .await;
-        audit(actor, "delete_user", &label, &r);
-        r
-    }
-
-    pub async fn set_password(&self, actor: &Actor, id: &str, password: &str) -> Result<(), DirectoryError> {
-        let label = self.user_label(id);
-        let r = async {
-            self.check(self.capabilities().password_set, "setting passwords")?;
-            self.backend.validate_password(password)?;
-            let res = self.backend.set_password(id, password).await;
+        if let Some((grant, p)) = password {
+            let r = self.backend.set_password(id, p).await.map_err(DirectoryError::from);
             // Evict even on failure: the backend may have applied it before failing.
             self.evict_bind_cache(id);
-            res?;
-            Ok(())
+            audit(grant.caller(), "set_password", &label, &r);
+            r.map_err(|e| e.after(&done, "the password change"))?;
+            done.push("the password".into());
         }
-        .await;
-        audit(actor, "set_password", &label, &r);
-        r
+        if profile.is_some() {
+            let fp = fingerprint(user.created);
+            if let Some(x) = &edit.external_id {
+                self.state
+                    .set(NS_EXTERNAL_ID_USER, id, &fp, x.as_deref())
+                    .map_err(|e| state_err(e).after(&done, "storing the externalId"))?;
+            }
+            if let Some(wanted) = &edit.display_name {
+                let kept = match wanted {
+                    Some(d) if *d == user.full_name() => None,
+                    Some(d) => Some(d.as_str()),
+                    None => Some(""),
+                };
+                self.state
+                    .set(NS_DISPLAY_NAME, id, &fp, kept)
+                    .map_err(|e| state_err(e).after(&done, "storing the display name"))?;
+            }
+        }
+        Ok(self.snapshot()?.user_by_id(id).cloned().unwrap_or(user))
     }
 
-    pub async fn create_group(&self, actor: &Actor, new: NewGroup) -> Result<Arc<Group>, DirectoryError> {
-        let r = async {
-            self.check(self.capabilities().group_create, "creating groups")?;
-            if !new.members.is_empty() {
-                self.check(self.capabilities().member_add, "adding group members")?;
-            }
-            if self.group_name_taken(&new.name, None)? {
-                return Err(BackendError::Conflict(format!("group {} already exists", new.name)).into());
-            }
-            let g = self.backend.create_group(&new).await?;
-            self.put_group(g.clone()).await;
-            Ok(Arc::new(g))
-        }
-        .await;
-        audit(actor, "create_group", &format!("group:{}", new.name), &r);
-        r
-    }
-
-    pub async fn update_group(
+    /// The grant to set `target`'s password, with the old one proven when the policy asks for it.
+    async fn authorize_password<'a>(
         &self,
-        actor: &Actor,
-        id: &str,
-        changes: GroupChanges,
-    ) -> Result<Arc<Group>, DirectoryError> {
-        let label = self.group_label(id);
-        let r = async {
-            self.check(self.capabilities().group_update, "renaming or changing groups")?;
-            if let Some(name) = &changes.name
-                && self.group_name_taken(name, Some(id))?
-            {
-                return Err(BackendError::Conflict(format!("group {name} already exists")).into());
+        caller: &'a Caller,
+        target: &User,
+        old: Option<&str>,
+    ) -> Result<Grant<'a>, DirectoryError> {
+        let grant = self.authorize(caller, Action::SetPassword)?;
+        if let Some(own) = grant.self_service {
+            if caller.user_id() != Some(target.id.as_str()) {
+                return Err(DirectoryError::Denied(format!("{} may not change this password", caller.label)));
             }
-            let g = self.backend.update_group(id, &changes).await?;
-            self.put_group(g.clone()).await;
-            Ok(Arc::new(g))
+            if own.requires_old && old.is_none() {
+                return Err(DirectoryError::Invalid {
+                    attribute: Some("oldPassword"),
+                    message: "changing your own password needs the old password".into(),
+                });
+            }
         }
-        .await;
-        audit(actor, "update_group", &label, &r);
-        r
+        if let Some(old) = old {
+            let peer = caller.source.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            match self.authenticate_user(&target.login, old, peer).await? {
+                super::AuthOutcome::User(_) => {}
+                _ => return Err(DirectoryError::WrongPassword("the old password is wrong".into())),
+            }
+        }
+        Ok(grant)
     }
 
-    pub async fn delete_group(&self, actor: &Actor, id: &str) -> Result<(), DirectoryError> {
-        let label = self.group_label(id);
+    /// Deletes a user, or disables it when `mode` says so. `check` sees the current state under the
+    /// user's lock (an ETag precondition).
+    pub async fn delete_user<E: From<DirectoryError>>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        mode: DeleteMode,
+        check: impl FnOnce(&Snapshot, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if mode == DeleteMode::Disable {
+            let edit =
+                UserEdit { changes: UserChanges { active: Some(false), ..Default::default() }, ..Default::default() };
+            return self
+                .edit_user(caller, id, |s, i| {
+                    check(s, i)?;
+                    Ok(edit)
+                })
+                .await
+                .map(|_| ());
+        }
+        let label = self.user_label(id);
+        let _lock = self.locks.lock(format!("u:{id}")).await;
         let r = async {
-            self.check(self.capabilities().group_delete, "deleting groups")?;
-            self.backend.delete_group(id).await?;
-            self.forget_group(id).await;
-            Ok(())
+            let _grant = self.authorize(caller, Action::WriteUsers)?;
+            let snap = self.snapshot()?;
+            let idx = snap.user_index(id).ok_or_else(|| DirectoryError::NotFound(format!("no user {id}")))?;
+            check(&snap, idx).map_err(Outcome::Front)?;
+            self.capable(self.capabilities().user_delete, "deleting users")?;
+            let r = self.backend.delete_user(id).await;
+            // Gone in the backend either way (already gone: make the cache agree, then report it).
+            if matches!(r, Ok(()) | Err(crate::backend::BackendError::NotFound(_))) {
+                self.evict_bind_cache(id);
+                self.login_lookups.invalidate_all();
+                self.forget_state(id, None);
+                self.apply(vec![Delta::DeleteUser(id.to_string())]);
+            }
+            Ok::<_, Outcome<E>>(r.map_err(DirectoryError::from)?)
         }
         .await;
-        audit(actor, "delete_group", &label, &r);
+        finish(caller, "delete_user", &label, r)
+    }
+
+    // ---- Groups ---------------------------------------------------------------------------
+
+    pub async fn create_group(&self, caller: &Caller, spec: GroupSpec) -> Result<Arc<Group>, DirectoryError> {
+        let target = format!("group:{}", spec.new.name);
+        let r = async {
+            let _grant = self.authorize(caller, Action::WriteGroups)?;
+            self.capable(self.capabilities().group_create, "creating groups")?;
+            if !spec.new.members.is_empty() {
+                self.capable(self.capabilities().member_add, "adding group members")?;
+            }
+            let _lock = self.locks.lock(format!("group:{}", spec.new.name.to_lowercase())).await;
+            let snap = self.snapshot()?;
+            if snap.group_by_name(&spec.new.name).is_some() {
+                return Err(DirectoryError::Conflict(format!("group {} already exists", spec.new.name)));
+            }
+            if let Some(m) = spec.new.members.iter().find(|m| snap.user_index(m).is_none()) {
+                return Err(DirectoryError::invalid_attr("members", format!("member {m:?} is not an existing user")));
+            }
+            let created = self.backend.create_group(&spec.new).await?;
+            let g = stamped_group(&created, now());
+            let kept =
+                self.state.set(NS_EXTERNAL_ID_GROUP, &g.id, &fingerprint(g.created), spec.external_id.as_deref());
+            self.apply(vec![Delta::PutGroup(g.clone())]);
+            kept.map_err(|e| state_err(e).after(&["the group was created".into()], "storing its externalId"))?;
+            Ok(g)
+        }
+        .await;
+        audit(caller, "create_group", &target, &r);
         r
     }
 
-    /// Adds a member; adding an existing member succeeds without a backend call.
-    pub async fn add_member(&self, actor: &Actor, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
-        let label = format!("{} {}", self.group_label(group_id), self.user_label(user_id));
-        let r = self.change_member(group_id, user_id, true).await;
-        audit(actor, "add_member", &label, &r);
-        r
-    }
-
-    /// Removes a member; removing a non-member succeeds without a backend call.
-    pub async fn remove_member(&self, actor: &Actor, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
-        let label = format!("{} {}", self.group_label(group_id), self.user_label(user_id));
-        let r = self.change_member(group_id, user_id, false).await;
-        audit(actor, "remove_member", &label, &r);
-        r
-    }
-
-    async fn change_member(&self, group_id: &str, user_id: &str, add: bool) -> Result<(), DirectoryError> {
+    /// Changes a group: `decide` computes the edit (with the complete member set wanted) from the
+    /// snapshot current under the group's lock; the core applies the difference member by member.
+    pub async fn edit_group<E: From<DirectoryError>>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        decide: impl FnOnce(&Snapshot, usize) -> Result<GroupEdit, E>,
+    ) -> Result<(), E> {
+        let _lock = self.locks.lock(format!("g:{id}")).await;
         let snap = self.snapshot()?;
-        let gi = snap.group_index(group_id).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
-        if snap.user_index(user_id).is_none() {
-            return Err(BackendError::NotFound(format!("user {user_id}")).into());
-        }
+        let gi = snap.group_index(id).ok_or_else(|| DirectoryError::NotFound(format!("no group {id}")))?;
+        let edit = decide(&snap, gi)?;
+        Ok(self.apply_group_edit(caller, &snap, gi, edit).await?)
+    }
+
+    async fn apply_group_edit(
+        &self,
+        caller: &Caller,
+        snap: &Snapshot,
+        gi: usize,
+        edit: GroupEdit,
+    ) -> Result<(), DirectoryError> {
+        let grant = self.authorize(caller, Action::WriteGroups)?;
         let group = snap.group(gi).clone();
-        let present = group.members.iter().any(|m| m == user_id);
-        if present == add {
-            return Ok(());
+        let id = group.id.as_str();
+        let label = format!("group:{}", group.name);
+        let current: BTreeSet<String> = snap.member_ids(gi).into_iter().collect();
+        let (add, remove): (Vec<String>, Vec<String>) = match &edit.members {
+            Some(target) => {
+                (target.difference(&current).cloned().collect(), current.difference(target).cloned().collect())
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let fields = GroupChanges {
+            name: edit.name.clone().filter(|n| *n != group.name),
+            description: edit.description.clone().filter(|d| *d != group.description),
+        };
+        // Everything is checked before the first backend call.
+        let caps = self.capabilities();
+        if let Some(m) = add.iter().find(|m| snap.user_index(m).is_none()) {
+            return Err(DirectoryError::invalid_attr("members", format!("member {m:?} is not an existing user")));
         }
-        if add {
-            self.check(self.capabilities().member_add, "adding group members")?;
-            self.backend.add_member(group_id, user_id).await?;
-        } else {
-            self.check(self.capabilities().member_remove, "removing group members")?;
-            self.backend.remove_member(group_id, user_id).await?;
+        if fields.name.is_some() {
+            self.capable(caps.group_update, "renaming groups")?;
         }
-        let mut g = (*group).clone();
-        if add {
-            g.members.push(user_id.to_string());
-        } else {
-            g.members.retain(|m| m != user_id);
+        if fields.description.is_some() {
+            self.capable(caps.group_update, "changing groups")?;
         }
-        self.put_group(g).await;
+        if !add.is_empty() {
+            self.capable(caps.member_add, "adding group members")?;
+        }
+        if !remove.is_empty() {
+            self.capable(caps.member_remove, "removing group members")?;
+        }
+        let _rename = match &fields.name {
+            Some(name) => {
+                let lock = self.locks.lock(format!("group:{}", name.to_lowercase())).await;
+                if self.snapshot()?.group_by_name(name).is_some_and(|g| g.id != id) {
+                    return Err(DirectoryError::Conflict(format!("group {name} already exists")));
+                }
+                Some(lock)
+            }
+            None => None,
+        };
+
+        let mut done: Vec<String> = Vec::new();
+        if fields.name.is_some() || fields.description.is_some() {
+            let r = self.backend.update_group(id, &fields).await.map_err(DirectoryError::from);
+            audit(grant.caller(), "update_group", &label, &r);
+            let g = stamped_group(&r?, now());
+            self.apply(vec![Delta::PutGroupFields(g)]);
+            done.push(if fields.name.is_some() { "the new name".into() } else { "the description".into() });
+        }
+        for (members, adding) in [(&remove, false), (&add, true)] {
+            for m in members {
+                let r =
+                    if adding { self.backend.add_member(id, m).await } else { self.backend.remove_member(id, m).await };
+                let r = r.map_err(DirectoryError::from);
+                let op = if adding { "add_member" } else { "remove_member" };
+                audit(grant.caller(), op, &format!("{label} {}", self.user_label(m)), &r);
+                let step = if adding { "adding a member" } else { "removing a member" };
+                r.map_err(|e| e.after(&done, step))?;
+                let at = now();
+                self.apply(vec![Delta::Member { group: id.to_string(), user: m.clone(), add: adding, at }]);
+                done.push(format!("{} {m}", if adding { "adding member" } else { "removing member" }));
+            }
+        }
+        if let Some(x) = &edit.external_id {
+            self.state
+                .set(NS_EXTERNAL_ID_GROUP, id, &fingerprint(group.created), x.as_deref())
+                .map_err(|e| state_err(e).after(&done, "storing the externalId"))?;
+        }
         Ok(())
+    }
+
+    pub async fn delete_group<E: From<DirectoryError>>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        check: impl FnOnce(&Snapshot, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let label = self.group_label(id);
+        let _lock = self.locks.lock(format!("g:{id}")).await;
+        let r = async {
+            let _grant = self.authorize(caller, Action::WriteGroups)?;
+            let snap = self.snapshot()?;
+            let gi = snap.group_index(id).ok_or_else(|| DirectoryError::NotFound(format!("no group {id}")))?;
+            check(&snap, gi).map_err(Outcome::Front)?;
+            self.capable(self.capabilities().group_delete, "deleting groups")?;
+            self.backend.delete_group(id).await.map_err(DirectoryError::from)?;
+            self.forget_state(id, Some(()));
+            self.apply(vec![Delta::DeleteGroup(id.to_string())]);
+            Ok::<_, Outcome<E>>(())
+        }
+        .await;
+        finish(caller, "delete_group", &label, r)
+    }
+
+    /// Adds one member (no change when it is one already).
+    pub async fn add_member(&self, caller: &Caller, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
+        self.edit_group(caller, group_id, |s, gi| {
+            let mut m: BTreeSet<String> = s.member_ids(gi).into_iter().collect();
+            m.insert(user_id.to_string());
+            Ok::<_, DirectoryError>(GroupEdit { members: Some(m), ..Default::default() })
+        })
+        .await
+    }
+
+    /// Removes one member (no change when it is not one).
+    pub async fn remove_member(&self, caller: &Caller, group_id: &str, user_id: &str) -> Result<(), DirectoryError> {
+        self.edit_group(caller, group_id, |s, gi| {
+            let mut m: BTreeSet<String> = s.member_ids(gi).into_iter().collect();
+            m.remove(user_id);
+            Ok::<_, DirectoryError>(GroupEdit { members: Some(m), ..Default::default() })
+        })
+        .await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::memory::{MemoryBackend, Seed};
-    use crate::backend::{Backend, BackendResult, Capabilities, ProbeReport};
-    use crate::config::Config;
-    use crate::directory::AuthOutcome;
-    use async_trait::async_trait;
+/// A write's failure: the core's, or the front end's own precondition.
+enum Outcome<E> {
+    Core(DirectoryError),
+    Front(E),
+}
 
-    const SEED: &str = r#"{"users":[{"login":"alice","password":"pw-a"},{"login":"bob"}],
-                           "groups":[{"name":"devs","members":["alice"]}]}"#;
-    const IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    async fn dir_with(backend: Arc<dyn Backend>) -> Arc<Directory> {
-        let cfg = Config::parse("[backend]\nkind=\"memory\"\n").unwrap();
-        let d = Directory::new(&cfg, backend);
-        d.refresh_full().await.unwrap();
-        d
+impl<E> From<DirectoryError> for Outcome<E> {
+    fn from(e: DirectoryError) -> Self {
+        Outcome::Core(e)
     }
+}
 
-    fn memory() -> Arc<MemoryBackend> {
-        let seed: Seed = serde_json::from_str(SEED).unwrap();
-        Arc::new(MemoryBackend::from_seed(seed).unwrap())
+impl<E> From<crate::backend::BackendError> for Outcome<E> {
+    fn from(e: crate::backend::BackendError) -> Self {
+        Outcome::Core(e.into())
     }
+}
 
-    #[tokio::test]
-    async fn writes_are_visible_at_once() {
-        let d = dir_with(memory()).await;
-        let a = Actor::system();
-        let u = d.create_user(&a, NewUser { login: "carol".into(), active: true, ..Default::default() }).await.unwrap();
-        assert!(d.snapshot().unwrap().user_by_login("carol").is_some());
-        let g = d.snapshot().unwrap().group_by_name("devs").unwrap().id.clone();
-        d.add_member(&a, &g, &u.id).await.unwrap();
-        let s = d.snapshot().unwrap();
-        assert_eq!(s.members_of(s.group_index(&g).unwrap()).len(), 2);
-        d.remove_member(&a, &g, &u.id).await.unwrap();
-        d.delete_user(&a, &u.id).await.unwrap();
-        assert!(d.snapshot().unwrap().user_by_login("carol").is_none());
-    }
-
-    #[tokio::test]
-    async fn duplicates_are_refused_before_the_backend() {
-        let d = dir_with(memory()).await;
-        let a = Actor::system();
-        let e = d.create_user(&a, NewUser { login: "ALICE".into(), ..Default::default() }).await.unwrap_err();
-        assert!(matches!(e, DirectoryError::Backend(BackendError::Conflict(_))), "{e}");
-        let bob = d.snapshot().unwrap().user_by_login("bob").unwrap().id.clone();
-        let e = d
-            .update_user(&a, &bob, UserChanges { login: Some("alice".into()), ..Default::default() })
-            .await
-            .unwrap_err();
-        assert!(matches!(e, DirectoryError::Backend(BackendError::Conflict(_))));
-        let e = d.create_group(&a, NewGroup { name: "Devs".into(), ..Default::default() }).await.unwrap_err();
-        assert!(matches!(e, DirectoryError::Backend(BackendError::Conflict(_))));
-    }
-
-    #[tokio::test]
-    async fn password_change_evicts_the_bind_cache() {
-        let d = dir_with(memory()).await;
-        let a = Actor::system();
-        assert!(matches!(d.authenticate_user("alice", "pw-a", IP).await.unwrap(), AuthOutcome::User(_)));
-        let id = d.snapshot().unwrap().user_by_login("alice").unwrap().id.clone();
-        d.set_password(&a, &id, "pw-new").await.unwrap();
-        assert!(matches!(d.authenticate_user("alice", "pw-a", IP).await.unwrap(), AuthOutcome::Invalid));
-        assert!(matches!(d.authenticate_user("alice", "pw-new", IP).await.unwrap(), AuthOutcome::User(_)));
-        d.update_user(&a, &id, UserChanges { active: Some(false), ..Default::default() }).await.unwrap();
-        assert!(matches!(d.authenticate_user("alice", "pw-new", IP).await.unwrap(), AuthOutcome::Invalid));
-    }
-
-    /// A backend that can do nothing with groups and fails every write.
-    struct Limited(Arc<MemoryBackend>);
-
-    #[async_trait]
-    impl Backend for Limited {
-        fn kind(&self) -> &'static str {
-            "limited"
+/// Audits a delete and hands its result back in the front end's error type.
+fn finish<E: From<DirectoryError>>(
+    caller: &Caller,
+    op: &str,
+    target: &str,
+    r: Result<(), Outcome<E>>,
+) -> Result<(), E> {
+    match r {
+        Ok(()) => {
+            audit::<()>(caller, op, target, &Ok(()));
+            Ok(())
         }
-        fn instance(&self) -> String {
-            "t".into()
+        Err(Outcome::Core(e)) => {
+            let r = Err(e);
+            audit::<()>(caller, op, target, &r);
+            r.map_err(E::from)
         }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities { group_create: false, member_remove: false, ..Capabilities::ALL }
+        Err(Outcome::Front(e)) => {
+            audit::<()>(caller, op, target, &Err(DirectoryError::Precondition("precondition failed".into())));
+            Err(e)
         }
-        async fn probe(&self) -> BackendResult<ProbeReport> {
-            self.0.probe().await
-        }
-        async fn list_users(&self) -> BackendResult<Vec<User>> {
-            self.0.list_users().await
-        }
-        async fn list_users_changed_since(&self, s: i64) -> BackendResult<Vec<User>> {
-            self.0.list_users_changed_since(s).await
-        }
-        async fn get_user(&self, id: &str) -> BackendResult<Option<User>> {
-            self.0.get_user(id).await
-        }
-        async fn find_user_by_login(&self, l: &str) -> BackendResult<Option<User>> {
-            self.0.find_user_by_login(l).await
-        }
-        async fn list_groups(&self) -> BackendResult<Vec<Group>> {
-            self.0.list_groups().await
-        }
-        async fn get_group(&self, id: &str) -> BackendResult<Option<Group>> {
-            self.0.get_group(id).await
-        }
-        async fn create_user(&self, _: &NewUser) -> BackendResult<User> {
-            Err(BackendError::Unavailable("down".into()))
-        }
-        async fn update_user(&self, _: &str, _: &UserChanges) -> BackendResult<User> {
-            Err(BackendError::Unavailable("down".into()))
-        }
-        async fn delete_user(&self, _: &str) -> BackendResult<()> {
-            Err(BackendError::Unavailable("down".into()))
-        }
-        async fn set_password(&self, _: &str, _: &str) -> BackendResult<()> {
-            Err(BackendError::Unavailable("down".into()))
-        }
-        async fn check_password(&self, u: &User, p: &str) -> BackendResult<bool> {
-            self.0.check_password(u, p).await
-        }
-        async fn create_group(&self, _: &NewGroup) -> BackendResult<Group> {
-            panic!("must not be called: not supported")
-        }
-        async fn update_group(&self, _: &str, _: &GroupChanges) -> BackendResult<Group> {
-            Err(BackendError::Unavailable("down".into()))
-        }
-        async fn delete_group(&self, _: &str) -> BackendResult<()> {
-            Err(BackendError::Unavailable("down".into()))
-        }
-        async fn add_member(&self, _: &str, _: &str) -> BackendResult<()> {
-            Err(BackendError::Unavailable("down".into()))
-        }
-        async fn remove_member(&self, _: &str, _: &str) -> BackendResult<()> {
-            panic!("must not be called: not supported")
-        }
-    }
-
-    #[tokio::test]
-    async fn capabilities_and_failures_change_nothing() {
-        let d = dir_with(Arc::new(Limited(memory()))).await;
-        let a = Actor::system();
-        let gen0 = d.snapshot().unwrap().generation;
-        let e = d.create_group(&a, NewGroup { name: "x".into(), ..Default::default() }).await.unwrap_err();
-        assert!(matches!(e, DirectoryError::Backend(BackendError::Unsupported { .. })), "{e}");
-        let s = d.snapshot().unwrap();
-        let g = s.group_by_name("devs").unwrap().id.clone();
-        let alice = s.user_by_login("alice").unwrap().id.clone();
-        let bob = s.user_by_login("bob").unwrap().id.clone();
-        let e = d.remove_member(&a, &g, &alice).await.unwrap_err();
-        assert!(matches!(e, DirectoryError::Backend(BackendError::Unsupported { .. })));
-        let e = d.add_member(&a, &g, &bob).await.unwrap_err();
-        assert!(matches!(e, DirectoryError::Backend(BackendError::Unavailable(_))));
-        let e = d.create_user(&a, NewUser { login: "z".into(), ..Default::default() }).await.unwrap_err();
-        assert!(matches!(e, DirectoryError::Backend(BackendError::Unavailable(_))));
-        assert_eq!(d.snapshot().unwrap().generation, gen0, "no failed write reached the cache");
     }
 }

@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-
 use super::dn::{Dn, escape_value};
 use super::matching::format_generalized_time;
 use super::schema::{self, AttrId};
@@ -118,39 +116,36 @@ impl Entry {
 }
 
 /// The tree of one snapshot. Only the few fixed entries (base, containers, service accounts) are
-/// stored; users and groups are built on demand from the snapshot, and equality lookups are
-/// answered from the snapshot's own indexes, so the tree costs almost no memory of its own.
+/// stored, once for the life of the server; users and groups are built on demand from the
+/// snapshot, and lookups are answered from the snapshot's own indexes, so a tree costs nothing to
+/// make for a new snapshot.
 ///
-/// Entry numbers: the four containers, then one per user and one per group in snapshot order, then
-/// the service accounts.
+/// Entry numbers: the four containers, then one per user slot and one per group slot of the
+/// snapshot, then the service accounts. A slot left empty by a deletion is no entry.
 pub struct Dit {
     pub generation: u64,
     pub snapshot: Arc<Snapshot>,
+    fixed: Arc<Fixed>,
+    pub base: usize,
+}
+
+/// The entries that do not come from the backend.
+struct Fixed {
     settings: DitSettings,
     /// Base, people, groups, services, then the service accounts.
     statics: Vec<Entry>,
-    by_uuid: HashMap<u128, usize>,
-    /// Per user and per group: entryUUIDs (a SHA-1 each, so worth keeping) and group DNs (which
-    /// every member's memberOf repeats).
-    user_uuids: Vec<u128>,
-    group_uuids: Vec<u128>,
-    group_dns: Vec<String>,
     /// `,ou=people,<base>`: a user's DN is `uid=<escaped login>` followed by this.
     people_suffix: String,
-    pub base: usize,
+    /// entryUUID -> index in `statics`.
+    by_uuid: HashMap<u128, usize>,
 }
 
 const PEOPLE: usize = 1;
 const GROUPS: usize = 2;
 const SERVICES: usize = 3;
 
-fn entry_uuid(scope: &str, what: &str) -> String {
-    entry_uuid_of(scope, what).to_string()
-}
-
-fn entry_uuid_of(scope: &str, what: &str) -> uuid::Uuid {
-    const NS: uuid::Uuid = uuid::uuid!("6f1c2a8e-3d4b-5e6f-8a9b-0c1d2e3f4a5b");
-    uuid::Uuid::new_v5(&NS, format!("{scope}\u{0}{what}").as_bytes())
+fn entry_uuid(scope: &str, kind: &str, what: &str) -> String {
+    uuid::Uuid::from_u128(crate::directory::snapshot::entity_uuid(scope, kind, what)).to_string()
 }
 
 /// Numeric backend ids map onto the configured ranges; anything else is hashed into them.
@@ -174,8 +169,8 @@ fn finish(e: &mut Entry) {
     e.set1("subschemaSubentry", "cn=schema");
 }
 
-impl Dit {
-    pub fn build(settings: &DitSettings, snapshot: Arc<Snapshot>) -> Dit {
+impl Fixed {
+    fn new(settings: &DitSettings) -> Fixed {
         let scope = &settings.uuid_scope;
         let container = |dn: &Dn, parent: Option<usize>| {
             let mut e = Entry::new(dn, EntryKind::Container);
@@ -192,7 +187,7 @@ impl Dit {
                 e.set1(attr, a.value);
             }
             e.set1("structuralObjectClass", class);
-            e.set1("entryUUID", entry_uuid(scope, &format!("dn\u{0}{}", dn.normalized())));
+            e.set1("entryUUID", entry_uuid(scope, "dn", &dn.normalized()));
             e.set1("hasSubordinates", "TRUE");
             finish(&mut e);
             e
@@ -210,53 +205,41 @@ impl Dit {
             e.set("objectClass", vec!["top".into(), "applicationProcess".into()]);
             e.set1("cn", name.clone());
             e.set1("structuralObjectClass", "applicationProcess");
-            e.set1("entryUUID", entry_uuid(scope, &format!("service\u{0}{}", name.to_lowercase())));
+            e.set1("entryUUID", entry_uuid(scope, "service", &name.to_lowercase()));
             e.set1("hasSubordinates", "FALSE");
             finish(&mut e);
             statics.push(e);
         }
-        let (nu, ng) = (snapshot.users().len(), snapshot.groups().len());
-        let mut by_uuid = HashMap::with_capacity(nu + ng + statics.len());
-        for (i, e) in statics.iter().enumerate() {
-            if let Some(u) = e.get(schema::id("entryUUID")).and_then(|v| uuid::Uuid::parse_str(&v[0]).ok()) {
-                by_uuid.insert(u.as_u128(), if i < 4 { i } else { 4 + nu + ng + (i - 4) });
-            }
-        }
-        let user_uuids: Vec<u128> =
-            snapshot.users().iter().map(|u| entry_uuid_of(scope, &format!("user\u{0}{}", u.id)).as_u128()).collect();
-        let group_uuids: Vec<u128> =
-            snapshot.groups().iter().map(|g| entry_uuid_of(scope, &format!("group\u{0}{}", g.id)).as_u128()).collect();
-        for (ui, u) in user_uuids.iter().enumerate() {
-            by_uuid.insert(*u, 4 + ui);
-        }
-        for (gi, g) in group_uuids.iter().enumerate() {
-            by_uuid.insert(*g, 4 + nu + gi);
-        }
-        let group_dns = snapshot.groups().iter().map(|g| settings.group_dn(&g.name).to_string()).collect();
-        let people_suffix = format!(",{}", settings.people);
-        Dit {
-            generation: snapshot.generation,
-            snapshot,
-            settings: settings.clone(),
-            statics,
-            by_uuid,
-            user_uuids,
-            group_uuids,
-            group_dns,
-            people_suffix,
-            base: 0,
-        }
+        let by_uuid = statics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let u = e.get(schema::id("entryUUID")).and_then(|v| uuid::Uuid::parse_str(&v[0]).ok())?;
+                Some((u.as_u128(), i))
+            })
+            .collect();
+        Fixed { settings: settings.clone(), statics, people_suffix: format!(",{}", settings.people), by_uuid }
+    }
+}
+
+impl Dit {
+    pub fn build(settings: &DitSettings, snapshot: Arc<Snapshot>) -> Dit {
+        Dit::over(Arc::new(Fixed::new(settings)), snapshot)
+    }
+
+    fn over(fixed: Arc<Fixed>, snapshot: Arc<Snapshot>) -> Dit {
+        Dit { generation: snapshot.generation, snapshot, fixed, base: 0 }
     }
 
     fn users(&self) -> usize {
-        self.snapshot.users().len()
+        self.snapshot.user_slots()
     }
     fn groups(&self) -> usize {
-        self.snapshot.groups().len()
+        self.snapshot.group_slots()
     }
 
     pub fn len(&self) -> usize {
-        4 + self.users() + self.groups() + (self.statics.len() - 4)
+        4 + self.users() + self.groups() + (self.fixed.statics.len() - 4)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -273,6 +256,15 @@ impl Dit {
         }
     }
 
+    /// False for the number of a slot a deletion left empty.
+    pub fn exists(&self, idx: usize) -> bool {
+        match self.kind(idx) {
+            EntryKind::User(ui) => self.snapshot.user_at(ui).is_some(),
+            EntryKind::Group(gi) => self.snapshot.group_at(gi).is_some(),
+            _ => idx < self.len(),
+        }
+    }
+
     pub fn parent(&self, idx: usize) -> Option<usize> {
         match self.kind(idx) {
             EntryKind::Container => (idx != 0).then_some(0),
@@ -286,18 +278,26 @@ impl Dit {
         if idx < 4 { idx } else { idx - self.users() - self.groups() }
     }
 
-    /// The entry, built from the snapshot when it is a user or a group.
+    fn static_number(&self, i: usize) -> usize {
+        if i < 4 { i } else { 4 + self.users() + self.groups() + (i - 4) }
+    }
+
+    fn group_dn(&self, gi: usize) -> String {
+        self.fixed.settings.group_dn(&self.snapshot.group(gi).name).to_string()
+    }
+
+    /// The entry, built from the snapshot when it is a user or a group. `idx` must exist.
     pub fn entry(&self, idx: usize) -> std::borrow::Cow<'_, Entry> {
         use std::borrow::Cow;
-        let s = &self.settings;
+        let s = &self.fixed.settings;
         let snap = &self.snapshot;
         match self.kind(idx) {
-            EntryKind::Container | EntryKind::Service => Cow::Borrowed(&self.statics[self.static_index(idx)]),
+            EntryKind::Container | EntryKind::Service => Cow::Borrowed(&self.fixed.statics[self.static_index(idx)]),
             EntryKind::User(ui) => {
                 let u = snap.user(ui);
-                let mut e = user_entry(s, u, self.user_dn(ui), ui, self.user_uuids[ui]);
+                let mut e = user_entry(s, u, self.user_dn(ui), ui, snap.user_uuid(ui));
                 e.parent = Some(PEOPLE);
-                let member_of: Vec<String> = snap.groups_of(ui).iter().map(|&gi| self.group_dns[gi].clone()).collect();
+                let member_of: Vec<String> = snap.groups_of(ui).into_iter().map(|gi| self.group_dn(gi)).collect();
                 e.set("memberOf", member_of);
                 finish(&mut e);
                 Cow::Owned(e)
@@ -305,7 +305,7 @@ impl Dit {
             EntryKind::Group(gi) => {
                 let g = snap.group(gi);
                 let members = snap.members_of(gi);
-                let mut e = group_entry(s, g, self.group_dns[gi].clone(), gi, self.group_uuids[gi]);
+                let mut e = group_entry(s, g, self.group_dn(gi), gi, snap.group_uuid(gi));
                 e.parent = Some(GROUPS);
                 let dns: Vec<String> = members.iter().map(|&ui| self.user_dn(ui)).collect();
                 e.set("member", dns.clone());
@@ -318,22 +318,22 @@ impl Dit {
     }
 
     fn user_dn(&self, ui: usize) -> String {
-        format!("uid={}{}", escape_value(&self.snapshot.user(ui).login), self.people_suffix)
+        format!("uid={}{}", escape_value(&self.snapshot.user(ui).login), self.fixed.people_suffix)
     }
 
     /// The DN of an entry, without building the rest of it.
     pub fn dn(&self, idx: usize) -> String {
         match self.kind(idx) {
             EntryKind::User(ui) => self.user_dn(ui),
-            EntryKind::Group(gi) => self.group_dns[gi].clone(),
-            _ => self.statics[self.static_index(idx)].dn.clone(),
+            EntryKind::Group(gi) => self.group_dn(gi),
+            _ => self.fixed.statics[self.static_index(idx)].dn.clone(),
         }
     }
 
     pub fn find(&self, dn: &Dn) -> Option<usize> {
         let n = dn.normalized();
-        if let Some(i) = self.statics.iter().position(|e| e.ndn == n) {
-            return Some(if i < 4 { i } else { 4 + self.users() + self.groups() + (i - 4) });
+        if let Some(i) = self.fixed.statics.iter().position(|e| e.ndn == n) {
+            return Some(self.static_number(i));
         }
         let rdn = dn.rdn()?;
         if rdn.0.len() != 1 {
@@ -341,10 +341,10 @@ impl Dit {
         }
         let ava = rdn.first();
         let parent = dn.parent().normalized();
-        if parent == self.statics[PEOPLE].ndn && ava.attr == "uid" {
+        if parent == self.fixed.statics[PEOPLE].ndn && ava.attr == "uid" {
             return self.snapshot.user_index_by_login(&ava.value).map(|ui| 4 + ui);
         }
-        if parent == self.statics[GROUPS].ndn && ava.attr == "cn" {
+        if parent == self.fixed.statics[GROUPS].ndn && ava.attr == "cn" {
             return self.snapshot.group_index_by_name(&ava.value).map(|gi| 4 + self.users() + gi);
         }
         None
@@ -366,11 +366,20 @@ impl Dit {
         let (nu, ng) = (self.users(), self.groups());
         match idx {
             0 => vec![PEOPLE, GROUPS, SERVICES],
-            PEOPLE => (4..4 + nu).collect(),
-            GROUPS => (4 + nu..4 + nu + ng).collect(),
+            PEOPLE => self.snapshot.users().map(|(ui, _)| 4 + ui).collect(),
+            GROUPS => self.snapshot.groups().map(|(gi, _)| 4 + nu + gi).collect(),
             SERVICES => (4 + nu + ng..self.len()).collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// Every existing entry, in tree order.
+    pub fn all(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = (0..4).collect();
+        out.extend(self.children(PEOPLE));
+        out.extend(self.children(GROUPS));
+        out.extend(self.children(SERVICES));
+        out
     }
 
     /// True when `idx` is `ancestor` or below it.
@@ -382,36 +391,40 @@ impl Dit {
     /// missing a match. `None` when the attribute gives no way in and the scope must be scanned.
     pub fn lookup(&self, id: AttrId, value: &str) -> Option<Vec<usize>> {
         let snap = &self.snapshot;
-        let (nu, ng) = (self.users(), self.groups());
+        let nu = self.users();
         let user = |ui: usize| 4 + ui;
         let group = |gi: usize| 4 + nu + gi;
         let v = value.trim();
         let out: Vec<usize> = match schema::def(id).name {
             "uid" => snap.user_index_by_login(v).map(user).into_iter().collect(),
-            "mail" => snap.user_indexes_by_email(v).iter().map(|&ui| user(ui)).collect(),
+            "mail" => snap.user_indexes_by_email(v).into_iter().map(user).collect(),
             "cn" => {
-                let mut out: Vec<usize> = snap.user_indexes_by_full_name(v).iter().map(|&ui| user(ui)).collect();
+                let mut out: Vec<usize> = snap.user_indexes_by_full_name(v).into_iter().map(user).collect();
                 out.extend(snap.group_index_by_name(v).map(group));
                 let lv = v.to_lowercase();
                 out.extend(
-                    self.statics
+                    self.fixed
+                        .statics
                         .iter()
                         .enumerate()
                         .filter(|(_, e)| {
                             e.get(schema::id("cn")).is_some_and(|c| c.iter().any(|c| c.to_lowercase() == lv))
                         })
-                        .map(|(i, _)| if i < 4 { i } else { 4 + nu + ng + (i - 4) }),
+                        .map(|(i, _)| self.static_number(i)),
                 );
                 out
             }
-            "entryUUID" => uuid::Uuid::parse_str(v)
-                .ok()
-                .and_then(|u| self.by_uuid.get(&u.as_u128()).copied())
-                .into_iter()
-                .collect(),
+            "entryUUID" => match uuid::Uuid::parse_str(v) {
+                Ok(u) => match snap.by_uuid(u.as_u128()) {
+                    Some((false, ui)) => vec![user(ui)],
+                    Some((true, gi)) => vec![group(gi)],
+                    None => self.fixed.by_uuid.get(&u.as_u128()).map(|&i| self.static_number(i)).into_iter().collect(),
+                },
+                Err(_) => Vec::new(),
+            },
             "uidNumber" => {
                 let Ok(n) = v.parse::<u32>() else { return Some(Vec::new()) };
-                match n.checked_sub(self.settings.uid_number_base) {
+                match n.checked_sub(self.fixed.settings.uid_number_base) {
                     Some(id) => snap.user_index(&id.to_string()).map(user).into_iter().collect(),
                     None => Vec::new(),
                 }
@@ -419,28 +432,28 @@ impl Dit {
             "gidNumber" => {
                 let Ok(n) = v.parse::<u32>() else { return Some(Vec::new()) };
                 let mut out = Vec::new();
-                if n == self.settings.user_gid_number {
-                    out.extend((0..nu).map(user));
+                if n == self.fixed.settings.user_gid_number {
+                    out.extend(self.children(PEOPLE));
                 }
-                if let Some(id) = n.checked_sub(self.settings.gid_number_base) {
+                if let Some(id) = n.checked_sub(self.fixed.settings.gid_number_base) {
                     out.extend(snap.group_index(&id.to_string()).map(group));
                 }
                 out
             }
             "memberUid" => match snap.user_index_by_login(v) {
-                Some(ui) => snap.groups_of(ui).iter().map(|&gi| group(gi)).collect(),
+                Some(ui) => snap.groups_of(ui).into_iter().map(group).collect(),
                 None => Vec::new(),
             },
             "member" | "uniqueMember" => match Dn::parse(v).ok().and_then(|d| self.find(&d)) {
                 Some(i) => match self.kind(i) {
-                    EntryKind::User(ui) => snap.groups_of(ui).iter().map(|&gi| group(gi)).collect(),
+                    EntryKind::User(ui) => snap.groups_of(ui).into_iter().map(group).collect(),
                     _ => Vec::new(),
                 },
                 None => Vec::new(),
             },
             "memberOf" => match Dn::parse(v).ok().and_then(|d| self.find(&d)) {
                 Some(i) => match self.kind(i) {
-                    EntryKind::Group(gi) => snap.members_of(gi).iter().map(|&ui| user(ui)).collect(),
+                    EntryKind::Group(gi) => snap.members_of(gi).into_iter().map(user).collect(),
                     _ => Vec::new(),
                 },
                 None => Vec::new(),
@@ -448,11 +461,11 @@ impl Dit {
             "entryDN" => Dn::parse(v).ok().and_then(|d| self.find(&d)).into_iter().collect(),
             "objectClass" => match v.to_ascii_lowercase().as_str() {
                 "top" => return None,
-                "person" | "organizationalperson" | "inetorgperson" | "posixaccount" => (0..nu).map(user).collect(),
-                "groupofnames" | "groupofuniquenames" | "posixgroup" => (0..ng).map(group).collect(),
+                "person" | "organizationalperson" | "inetorgperson" | "posixaccount" => self.children(PEOPLE),
+                "groupofnames" | "groupofuniquenames" | "posixgroup" => self.children(GROUPS),
                 "domain" | "organization" | "organizationalunit" | "applicationprocess" => {
                     let mut out: Vec<usize> = (0..4).collect();
-                    out.extend(4 + nu + ng..self.len());
+                    out.extend(self.children(SERVICES));
                     out
                 }
                 _ => Vec::new(),
@@ -523,37 +536,23 @@ fn group_entry(s: &DitSettings, g: &Group, dn: String, gi: usize, uuid: u128) ->
     e
 }
 
-/// Keeps the tree of the newest snapshot, rebuilding it once per generation.
+/// Makes the tree of any snapshot: the fixed entries are built once, so this costs nothing per
+/// snapshot and a write never makes the next read pay for a rebuild.
 pub struct DitCache {
-    settings: DitSettings,
-    current: ArcSwapOption<Dit>,
-    rebuild: std::sync::Mutex<()>,
+    fixed: Arc<Fixed>,
 }
 
 impl DitCache {
     pub fn new(settings: DitSettings) -> DitCache {
-        DitCache { settings, current: ArcSwapOption::empty(), rebuild: std::sync::Mutex::new(()) }
+        DitCache { fixed: Arc::new(Fixed::new(&settings)) }
     }
 
     pub fn settings(&self) -> &DitSettings {
-        &self.settings
+        &self.fixed.settings
     }
 
     pub fn get(&self, snapshot: Arc<Snapshot>) -> Arc<Dit> {
-        if let Some(d) = self.current.load_full()
-            && d.generation == snapshot.generation
-        {
-            return d;
-        }
-        let _g = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(d) = self.current.load_full()
-            && d.generation == snapshot.generation
-        {
-            return d;
-        }
-        let d = Arc::new(Dit::build(&self.settings, snapshot));
-        self.current.store(Some(d.clone()));
-        d
+        Arc::new(Dit::over(self.fixed.clone(), snapshot))
     }
 }
 
@@ -586,7 +585,7 @@ mod tests {
             members: vec!["1".into()],
             ..Default::default()
         })];
-        (s, Arc::new(Snapshot::build(7, users, groups)))
+        (s, Arc::new(Snapshot::build("memory\u{0}test", 7, users, groups)))
     }
 
     #[test]

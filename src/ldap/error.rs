@@ -2,8 +2,7 @@
 
 use ldap3_proto::proto::LdapResultCode as Code;
 
-use crate::backend::BackendError;
-use crate::directory::DirectoryError;
+use crate::directory::{DirectoryError, Upstream};
 
 /// An LDAP error result: code and the diagnostic message the client sees.
 #[derive(Debug, Clone)]
@@ -21,24 +20,22 @@ impl LdapError {
 
 impl From<DirectoryError> for LdapError {
     fn from(e: DirectoryError) -> LdapError {
-        match e {
-            DirectoryError::Stale(m) => LdapError::new(Code::Unavailable, m),
-            DirectoryError::Backend(b) => b.into(),
-        }
-    }
-}
-
-impl From<BackendError> for LdapError {
-    fn from(e: BackendError) -> LdapError {
-        let code = match &e {
-            BackendError::NotFound(_) => Code::NoSuchObject,
-            BackendError::Conflict(_) => Code::EntryAlreadyExists,
-            BackendError::Unsupported { .. } => Code::UnwillingToPerform,
-            BackendError::Invalid(_) => Code::ConstraintViolation,
-            BackendError::Forbidden(_) => Code::UnwillingToPerform,
+        let code = match e.root() {
+            DirectoryError::NotFound(_) => Code::NoSuchObject,
+            DirectoryError::Conflict(_) => Code::EntryAlreadyExists,
+            DirectoryError::Unsupported { .. } => Code::UnwillingToPerform,
+            // Proof of the old password is a step LDAP clients are told they skipped.
+            DirectoryError::Invalid { attribute: Some("oldPassword"), .. } => Code::UnwillingToPerform,
+            DirectoryError::Invalid { .. } => Code::ConstraintViolation,
+            DirectoryError::Denied(_) => Code::InsufficentAccessRights,
+            DirectoryError::WrongPassword(_) => Code::InvalidCredentials,
+            DirectoryError::Precondition(_) => Code::Other,
             // The gateway's own credentials failing is an outage for the client, never its fault.
-            BackendError::Auth(_) | BackendError::Unavailable(_) => Code::Unavailable,
-            BackendError::Protocol(_) => Code::Other,
+            DirectoryError::Unavailable { .. } | DirectoryError::Stale(_) => Code::Unavailable,
+            DirectoryError::Upstream { kind: Upstream::Credentials, .. } => Code::Unavailable,
+            DirectoryError::Upstream { kind: Upstream::Permission, .. } => Code::UnwillingToPerform,
+            DirectoryError::Upstream { kind: Upstream::Protocol, .. } => Code::Other,
+            DirectoryError::Partial { .. } => Code::Other,
         };
         LdapError::new(code, e.to_string())
     }

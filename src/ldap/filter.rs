@@ -395,7 +395,7 @@ mod tests {
             members: vec!["1".into()],
             ..Default::default()
         })];
-        Dit::build(&s, Arc::new(Snapshot::build(1, users, groups)))
+        Dit::build(&s, Arc::new(Snapshot::build("memory\u{0}test", 1, users, groups)))
     }
 
     fn run(d: &Dit, f: &F) -> Vec<String> {

@@ -20,8 +20,8 @@ use super::dn::Dn;
 use super::error::LdapError;
 use super::filter::{Filter, FilterError, Limits, Tri};
 use super::schema::{self, AttrId};
-use crate::config::{Access, LdapConfig, Rights};
-use crate::directory::{AuthOutcome, Directory};
+use crate::config::{LdapConfig, Rights};
+use crate::directory::{AuthOutcome, Caller, Directory, Principal, ReadScope};
 
 pub const OID_PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";
 pub const OID_MANAGE_DSA_IT: &str = "2.16.840.1.113730.3.4.2";
@@ -41,8 +41,8 @@ pub struct LdapContext {
 
 impl LdapContext {
     pub fn new(cfg: LdapConfig, dir: Arc<Directory>) -> Result<LdapContext, String> {
-        let b = dir.backend();
-        let settings = DitSettings::new(&cfg, b.kind(), &b.instance())?;
+        let (kind, instance) = dir.scope().split_once('\u{0}').unwrap_or((dir.scope(), ""));
+        let settings = DitSettings::new(&cfg, kind, instance)?;
         let root_dse = root_dse(&settings, &cfg);
         let schema_entry = schema_entry();
         Ok(LdapContext {
@@ -105,6 +105,15 @@ pub enum Identity {
 }
 
 impl Identity {
+    /// The core's view of this identity.
+    pub fn principal(&self) -> Principal {
+        match self {
+            Identity::Anonymous => Principal::Anonymous,
+            Identity::User { id, .. } => Principal::User { id: id.clone() },
+            Identity::Service { name, access, .. } => Principal::Service { name: name.clone(), rights: *access },
+        }
+    }
+
     fn authz_id(&self) -> String {
         match self {
             Identity::Anonymous => String::new(),
@@ -467,16 +476,21 @@ impl Session {
     // ---- Access control -------------------------------------------------------------------
 
     fn may_read_tree(&self) -> bool {
-        !matches!(self.identity, Identity::Anonymous) || self.ctx.cfg.allow_anonymous
+        self.ctx.dir.may_read_tree(&self.identity.principal())
     }
 
-    /// A reader for one search: resolves the bound user's index once.
+    /// A reader for one search: what the bound identity may see in this tree.
     fn reader<'a>(&'a self, dit: &'a Dit) -> Reader<'a> {
-        let user_idx = match &self.identity {
-            Identity::User { id, .. } => dit.snapshot.user_index(id),
-            _ => None,
+        Reader { scope: self.ctx.dir.read_scope(&self.identity.principal(), &dit.snapshot), dit }
+    }
+
+    /// The bound identity as the core's write API takes it.
+    pub(super) fn caller(&self) -> Caller {
+        let label = match &self.identity {
+            Identity::Anonymous => "anonymous".to_string(),
+            Identity::User { dn, .. } | Identity::Service { dn, .. } => dn.clone(),
         };
-        Reader { identity: &self.identity, dit, user_idx }
+        Caller { principal: self.identity.principal(), label, source: self.peer.to_string(), frontend: "ldap" }
     }
 
     // ---- Search ---------------------------------------------------------------------------
@@ -771,32 +785,20 @@ enum BindTarget {
     Nobody,
 }
 
-/// Read access of one identity over one tree.
+/// Read access of one identity over one tree, as the core decides it.
 struct Reader<'a> {
-    identity: &'a Identity,
+    scope: ReadScope,
     dit: &'a Dit,
-    user_idx: Option<usize>,
 }
 
 impl Reader<'_> {
     fn can_read(&self, idx: usize) -> bool {
-        let kind = self.dit.kind(idx);
-        let level = |a: Access| a >= Access::Read;
-        match self.identity {
-            Identity::Service { access, .. } => match kind {
-                EntryKind::User(_) => level(access.users),
-                EntryKind::Group(_) => level(access.groups),
-                EntryKind::Container | EntryKind::Service => true,
-            },
-            Identity::Anonymous => !matches!(kind, EntryKind::Service),
-            Identity::User { .. } => match kind {
-                EntryKind::Container => true,
-                EntryKind::User(ui) => Some(ui) == self.user_idx,
-                EntryKind::Group(gi) => {
-                    self.user_idx.is_some_and(|ui| self.dit.snapshot.members_of(gi).binary_search(&ui).is_ok())
-                }
-                EntryKind::Service => false,
-            },
+        let snap = &self.dit.snapshot;
+        match self.dit.kind(idx) {
+            EntryKind::Container => self.scope.containers(),
+            EntryKind::User(ui) => self.scope.user(snap, ui),
+            EntryKind::Group(gi) => self.scope.group(snap, gi),
+            EntryKind::Service => self.scope.services(),
         }
     }
 }
@@ -830,7 +832,7 @@ fn collect(
             (Some(b), LdapSearchScope::Base) => vec![b],
             (Some(b), LdapSearchScope::OneLevel) => dit.children(b),
             (None, LdapSearchScope::OneLevel) => vec![dit.base],
-            _ => (0..dit.len()).filter(|&i| in_scope(i)).collect(),
+            _ => dit.all().into_iter().filter(|&i| in_scope(i)).collect(),
         },
     };
     for (n, i) in candidates.into_iter().enumerate() {

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use super::error::ScimError;
 use super::filter::get_ci;
 use super::schema::{BULK_RESPONSE_URN, Kind};
-use super::{Change, Principal, Reply, ScimState, principal, read_json, scim_json};
+use super::{Authed, Change, Reply, ScimState, read_json, scim_json};
+use crate::directory::Caller;
 
 struct BulkOp {
     method: Method,
@@ -130,7 +131,7 @@ fn kind_and_id(path: &str) -> Result<(Kind, Option<String>), ScimError> {
 
 async fn run_one(
     s: &ScimState,
-    p: &Principal,
+    p: &Caller,
     op: &BulkOp,
     path: &str,
     data: Option<&Value>,
@@ -156,9 +157,8 @@ async fn run_one(
     }
 }
 
-pub async fn handle(State(s): State<Arc<ScimState>>, req: Request) -> Response {
+pub async fn handle(State(s): State<Arc<ScimState>>, Authed(p): Authed, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let p = principal(&parts.extensions);
     let base = s.base(&parts.headers);
     let body = match read_json(&s, &parts.headers, body).await {
         Ok(b) => b,

@@ -68,33 +68,31 @@ impl IntoResponse for ScimError {
 
 impl From<DirectoryError> for ScimError {
     fn from(e: DirectoryError) -> ScimError {
-        match e {
-            DirectoryError::Stale(m) => ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, m),
-            DirectoryError::Backend(b) => b.into(),
+        let detail = e.to_string();
+        match e.root() {
+            DirectoryError::NotFound(_) => ScimError::not_found(detail),
+            DirectoryError::Conflict(_) => ScimError::new(StatusCode::CONFLICT, Some("uniqueness"), detail),
+            DirectoryError::Unsupported { .. } => ScimError::not_implemented(detail),
+            DirectoryError::Invalid { .. } | DirectoryError::WrongPassword(_) => ScimError::invalid_value(detail),
+            DirectoryError::Denied(_) => ScimError::new(StatusCode::FORBIDDEN, None, detail),
+            DirectoryError::Precondition(_) => ScimError::new(StatusCode::PRECONDITION_FAILED, None, detail),
+            DirectoryError::Unavailable { timeout: true, .. } => {
+                ScimError::new(StatusCode::GATEWAY_TIMEOUT, None, detail)
+            }
+            DirectoryError::Unavailable { .. } | DirectoryError::Stale(_) => {
+                ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, detail)
+            }
+            // The gateway's own backend account: a configuration problem upstream, not the client's.
+            DirectoryError::Upstream { .. } => ScimError::new(StatusCode::BAD_GATEWAY, None, detail),
+            DirectoryError::Partial { .. } => ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, detail),
         }
     }
 }
 
 impl From<BackendError> for ScimError {
     fn from(e: BackendError) -> ScimError {
-        let detail = e.to_string();
-        match &e {
-            BackendError::NotFound(_) => ScimError::not_found(detail),
-            BackendError::Conflict(_) => ScimError::new(StatusCode::CONFLICT, Some("uniqueness"), detail),
-            BackendError::Unsupported { .. } => ScimError::not_implemented(detail),
-            BackendError::Invalid(_) => ScimError::invalid_value(detail),
-            // The gateway's own backend account: a configuration problem upstream, not the client's.
-            BackendError::Forbidden(_) | BackendError::Auth(_) => ScimError::new(StatusCode::BAD_GATEWAY, None, detail),
-            BackendError::Unavailable(m) if is_timeout(m) => ScimError::new(StatusCode::GATEWAY_TIMEOUT, None, detail),
-            BackendError::Unavailable(_) => ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, detail),
-            BackendError::Protocol(_) => ScimError::new(StatusCode::BAD_GATEWAY, None, detail),
-        }
+        DirectoryError::from(e).into()
     }
-}
-
-fn is_timeout(m: &str) -> bool {
-    let m = m.to_ascii_lowercase();
-    m.contains("timeout") || m.contains("timed out")
 }
 
 #[cfg(test)]
@@ -113,7 +111,8 @@ mod tests {
         assert_eq!(s(BackendError::Invalid("x".into())), 400);
         assert_eq!(s(BackendError::Auth("x".into())), 502);
         assert_eq!(s(BackendError::Unavailable("connection refused".into())), 503);
-        assert_eq!(s(BackendError::Unavailable("request timed out".into())), 504);
+        assert_eq!(s(BackendError::Timeout("request timed out".into())), 504);
+        assert_eq!(s(BackendError::Unavailable("request timed out".into())), 503, "variants decide, not texts");
         assert_eq!(s(BackendError::Protocol("x".into())), 502);
         assert_eq!(ScimError::from(DirectoryError::Stale("old".into())).status.as_u16(), 503);
         let b = ScimError::invalid_value("bad").body();

@@ -8,15 +8,14 @@ pub mod filter;
 pub mod patch;
 pub mod resource;
 pub mod schema;
-pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -24,15 +23,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::backend::BackendError;
-use crate::config::{ScimConfig, ScimScope};
-use crate::directory::{Actor, Directory, Snapshot};
-use crate::model::{GroupChanges, NewGroup, NewUser};
+use crate::config::{Access, DeleteMode, Rights, ScimConfig, ScimScope};
+use crate::directory::{Caller, Directory, GroupEdit, GroupSpec, Principal, Snapshot, UserEdit, UserSpec};
+use crate::model::{NewGroup, NewUser};
 pub use error::ScimError;
 use filter::{AttrRef, Limits};
-use resource::{GroupFields, UserFields};
+use resource::UserFields;
 use schema::{Kind, LIST_URN, ResourceDef};
-pub use state::StateStore;
 
 pub const CONTENT_TYPE: &str = "application/scim+json";
 
@@ -45,25 +42,18 @@ pub fn scim_json(status: StatusCode, v: &Value) -> Response {
 pub struct ScimState {
     pub dir: Arc<Directory>,
     pub cfg: ScimConfig,
-    pub store: StateStore,
     /// sha256 of each configured token, compared in constant time.
     tokens: Vec<([u8; 32], String, ScimScope)>,
-    /// Serialises SCIM writes so a read-modify-write (PATCH, PUT) sees no interleaved change.
-    write_lock: tokio::sync::Mutex<()>,
 }
 
 impl ScimState {
-    pub fn new(dir: Arc<Directory>, cfg: ScimConfig) -> Result<ScimState, state::StateError> {
-        let store = StateStore::open(cfg.state_path.as_deref())?;
-        if cfg.state_path.is_none() {
-            tracing::warn!("scim.state_path is not set: externalId values are kept in memory only");
-        }
+    pub fn new(dir: Arc<Directory>, cfg: ScimConfig) -> ScimState {
         let tokens = cfg
             .tokens
             .iter()
             .map(|t| (Sha256::digest(t.token.expose().as_bytes()).into(), t.name.clone(), t.scope))
             .collect();
-        Ok(ScimState { dir, cfg, store, tokens, write_lock: tokio::sync::Mutex::new(()) })
+        ScimState { dir, cfg, tokens }
     }
 
     fn def(&self, kind: Kind) -> ResourceDef {
@@ -86,17 +76,19 @@ impl ScimState {
     }
 }
 
-/// The authenticated client of a request.
+/// The authenticated client of a request, as the core sees it. Handlers take it as an extractor;
+/// a route without the authentication layer fails loudly instead of running as nobody.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub name: String,
-    pub scope: ScimScope,
-    pub source: String,
-}
+pub struct Authed(pub Caller);
 
-impl Principal {
-    fn actor(&self) -> Actor {
-        Actor { who: format!("scim:{}", self.name), source: self.source.clone(), frontend: "scim" }
+impl<S: Send + Sync> FromRequestParts<S> for Authed {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ScimError> {
+        parts.extensions.get::<Caller>().cloned().map(Authed).ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "SCIM route reached without the authentication layer");
+            ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "the request was not authenticated")
+        })
     }
 }
 
@@ -163,18 +155,17 @@ async fn auth(State(s): St, mut req: Request, next: Next) -> Response {
         tracing::info!(target: "idgate::audit", event = "scim_auth", outcome = "invalid token");
         return ScimError::new(StatusCode::UNAUTHORIZED, None, "invalid bearer token").into_response();
     };
-    let is_search = req.uri().path().ends_with("/.search");
-    let writes = match *req.method() {
-        Method::GET | Method::HEAD => false,
-        Method::POST => !is_search,
-        _ => true,
-    };
-    if writes && scope == ScimScope::Read {
-        return ScimError::new(StatusCode::FORBIDDEN, None, format!("token {name:?} may only read")).into_response();
-    }
     let source =
         req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "-".into());
-    req.extensions_mut().insert(Principal { name, scope, source });
+    // What the token may do is decided by the core, like any other principal's rights.
+    let rights = Rights::all(if scope == ScimScope::Write { Access::Write } else { Access::Read });
+    let label = format!("scim:{name}");
+    req.extensions_mut().insert(Caller {
+        principal: Principal::Service { name, rights },
+        label,
+        source,
+        frontend: "scim",
+    });
     let started = std::time::Instant::now();
     let method = req.method().to_string();
     let resp = next.run(req).await;
@@ -183,14 +174,6 @@ async fn auth(State(s): St, mut req: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("idgate_request_seconds", "frontend" => "scim").record(started.elapsed().as_secs_f64());
     resp
-}
-
-fn principal(req_ext: &axum::http::Extensions) -> Principal {
-    req_ext.get::<Principal>().cloned().unwrap_or(Principal {
-        name: "unknown".into(),
-        scope: ScimScope::Read,
-        source: "-".into(),
-    })
 }
 
 /// Reads a JSON body within the size limit, accepting `application/scim+json` and `application/json`.
@@ -316,37 +299,33 @@ impl Query {
 
 fn resource_json(s: &ScimState, snap: &Snapshot, kind: Kind, idx: usize, def: &ResourceDef, base: &str) -> Value {
     match kind {
-        Kind::User => resource::user_json(snap, idx, def, base, &s.store),
-        Kind::Group => resource::group_json(snap, idx, base, &s.store),
+        Kind::User => resource::user_json(snap, idx, def, base, &s.dir),
+        Kind::Group => resource::group_json(snap, idx, base, &s.dir),
     }
 }
 
 /// Candidate indexes for a filter: the snapshot's indexes for `userName`/`id`/`externalId`/
 /// `emails`/`displayName` equality, everything otherwise. Candidates are still checked in full.
 fn candidates(s: &ScimState, snap: &Snapshot, kind: Kind, f: Option<&filter::Filter>) -> Vec<usize> {
-    let all = match kind {
-        Kind::User => snap.users().len(),
-        Kind::Group => snap.groups().len(),
+    let all = || -> Vec<usize> {
+        match kind {
+            Kind::User => snap.users().map(|(i, _)| i).collect(),
+            Kind::Group => snap.groups().map(|(i, _)| i).collect(),
+        }
     };
-    let Some((key, v)) = f.and_then(filter::indexed_eq) else { return (0..all).collect() };
-    let ext_ids = |k: Kind| -> Vec<usize> {
-        s.store
-            .ids_with(k.store_key(), v)
-            .iter()
-            .filter_map(|id| match k {
-                Kind::User => snap.user_index(id),
-                Kind::Group => snap.group_index(id),
-            })
-            .collect()
-    };
+    let Some((key, v)) = f.and_then(filter::indexed_eq) else { return all() };
     match (kind, key.as_str()) {
         (Kind::User, "username") => snap.user_index_by_login(v).into_iter().collect(),
         (Kind::User, "id") => snap.user_index(v).into_iter().collect(),
-        (Kind::User, "emails" | "emails.value") => snap.user_indexes_by_email(v).to_vec(),
+        (Kind::User, "emails" | "emails.value") => snap.user_indexes_by_email(v),
         (Kind::Group, "displayname") => snap.group_index_by_name(v).into_iter().collect(),
         (Kind::Group, "id") => resource::backend_id(kind, v).and_then(|b| snap.group_index(b)).into_iter().collect(),
-        (k, "externalid") => ext_ids(k),
-        _ => (0..all).collect(),
+        (k, "externalid") => {
+            let mut ids = s.dir.with_external_id(snap, k == Kind::Group, v);
+            ids.sort_unstable();
+            ids
+        }
+        _ => all(),
     }
 }
 
@@ -472,26 +451,7 @@ pub fn get_one(
     Ok(r)
 }
 
-/// Why a partly applied write failed: which steps the backend had already done.
-fn partial(e: impl Into<ScimError>, done: &[String]) -> ScimError {
-    let mut e = e.into();
-    if !done.is_empty() {
-        e.detail = format!("{}; already applied before the failure: {}", e.detail, done.join(", "));
-    }
-    e
-}
-
-fn unsupported(s: &ScimState, what: &str) -> ScimError {
-    BackendError::Unsupported { backend: s.dir.backend().kind(), what: what.to_string() }.into()
-}
-
-fn store_err(e: state::StateError) -> ScimError {
-    ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string())
-}
-
-pub async fn create(s: &ScimState, p: &Principal, kind: Kind, body: &Value, base: &str) -> Result<Reply, ScimError> {
-    let _w = s.write_lock.lock().await;
-    let actor = p.actor();
+pub async fn create(s: &ScimState, c: &Caller, kind: Kind, body: &Value, base: &str) -> Result<Reply, ScimError> {
     let id = match kind {
         Kind::User => {
             let (f, password) = resource::user_fields(body, &s.def(kind))?;
@@ -509,33 +469,17 @@ pub async fn create(s: &ScimState, p: &Principal, kind: Kind, body: &Value, base
                 admin: false,
                 password,
             };
-            let u = s.dir.create_user(&actor, new).await?;
-            s.store.set(kind.store_key(), &u.id, f.external_id.as_deref()).map_err(store_err)?;
-            let shown = f.display_name.filter(|d| *d != u.full_name());
-            s.store.set(resource::DISPLAY_NAME_NS, &u.id, shown.as_deref()).map_err(store_err)?;
-            u.id.clone()
+            let spec = UserSpec { new, external_id: f.external_id, display_name: f.display_name };
+            s.dir.create_user(c, spec).await?.id.clone()
         }
         Kind::Group => {
             let f = resource::group_fields(body)?;
-            check_members(s, &f.members)?;
-            let g =
-                s.dir.create_group(&actor, NewGroup { name: f.name, description: None, members: f.members }).await?;
-            s.store.set(kind.store_key(), &g.id, f.external_id.as_deref()).map_err(store_err)?;
-            g.id.clone()
+            let new = NewGroup { name: f.name, description: None, members: f.members };
+            s.dir.create_group(c, GroupSpec { new, external_id: f.external_id }).await?.id.clone()
         }
     };
     let (_, _, v) = current(s, kind, &resource::scim_id(kind, &id), base)?;
     Ok(Reply::resource(StatusCode::CREATED, v))
-}
-
-fn check_members(s: &ScimState, ids: &[String]) -> Result<(), ScimError> {
-    let snap = s.dir.snapshot()?;
-    for id in ids {
-        if snap.user_index(id).is_none() {
-            return Err(ScimError::invalid_value(format!("member {id:?} is not an existing user id")));
-        }
-    }
-    Ok(())
 }
 
 /// How a write was asked for: a full replacement (PUT) or a PatchOp.
@@ -544,148 +488,111 @@ pub enum Change<'a> {
     Patch(&'a Value),
 }
 
-/// PUT and PATCH: compute the target state on a copy, validate all of it, then apply it.
+/// PUT and PATCH: the core runs `decide` under its lock for the resource, on the state current
+/// then; the new representation is computed on a copy, translated to an edit, and the core applies
+/// and checks it.
 pub async fn modify(
     s: &ScimState,
-    p: &Principal,
+    c: &Caller,
     kind: Kind,
     id: &str,
     change: Change<'_>,
     headers: Option<&HeaderMap>,
     base: &str,
 ) -> Result<Reply, ScimError> {
-    let _w = s.write_lock.lock().await;
-    let (snap, idx, cur) = current(s, kind, id, base)?;
-    check_if_match(headers, &cur)?;
-    let def = s.def(kind);
-    let scim_id = id;
-    let id = match kind {
-        Kind::User => snap.user(idx).id.clone(),
-        Kind::Group => snap.group(idx).id.clone(),
+    let ops = match change {
+        Change::Patch(body) => Some(patch::parse(body)?),
+        Change::Replace(_) => None,
     };
-    let id = id.as_str();
-    let target = match change {
-        Change::Replace(body) => body.clone(),
-        Change::Patch(body) => {
-            let ops = patch::parse(body)?;
-            let mut doc = cur.clone();
-            patch::apply(&mut doc, &ops, &def, s.limits())?;
-            doc
+    let def = s.def(kind);
+    let backend = resource::backend_id(kind, id)
+        .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
+    let target = |snap: &Snapshot, idx: usize| -> Result<Value, ScimError> {
+        let cur = resource_json(s, snap, kind, idx, &def, base);
+        check_if_match(headers, &cur)?;
+        match (&change, &ops) {
+            (Change::Patch(_), Some(ops)) => {
+                let mut doc = cur;
+                patch::apply(&mut doc, ops, &def, s.limits())?;
+                Ok(doc)
+            }
+            (Change::Replace(body), _) | (Change::Patch(body), None) => Ok((*body).clone()),
         }
     };
-    let actor = p.actor();
-    let caps = s.dir.capabilities();
-    let mut done: Vec<String> = Vec::new();
+    let not_found = |e: ScimError| {
+        if e.status == StatusCode::NOT_FOUND && e.scim_type.is_none() {
+            ScimError::not_found(format!("{} {id} not found", kind.name()))
+        } else {
+            e
+        }
+    };
     match kind {
         Kind::User => {
-            let old = UserFields::of(snap.user(idx), &s.store);
-            let (mut new, password) = resource::user_fields(&target, &def)?;
-            if new.active.is_none() {
-                new.active = old.active;
-            }
-            let changes = new.changes_from(&old, caps.employee_number);
-            let mut full_name = snap.user(idx).full_name();
-            if !changes.is_empty() {
-                let u = s.dir.update_user(&actor, id, changes).await?;
-                full_name = u.full_name();
-                done.push("user attributes updated".into());
-            }
-            if let Some(pw) = password {
-                s.dir.set_password(&actor, id, &pw).await.map_err(|e| partial(e, &done))?;
-                done.push("password set".into());
-            }
-            if new.external_id != old.external_id {
-                s.store
-                    .set(kind.store_key(), id, new.external_id.as_deref())
-                    .map_err(|e| partial(store_err(e), &done))?;
-            }
-            // The displayName follows the name unless a client set (or removed) it.
-            let stored = s.store.get(resource::DISPLAY_NAME_NS, id);
-            let shown = match new.display_name {
-                _ if new.display_name == old.display_name && stored.is_none() => None,
-                Some(d) if d == full_name => None,
-                Some(d) => Some(d),
-                None => Some(String::new()),
-            };
-            s.store.set(resource::DISPLAY_NAME_NS, id, shown.as_deref()).map_err(|e| partial(store_err(e), &done))?;
+            let employee_number = s.dir.capabilities().employee_number;
+            s.dir
+                .edit_user(c, backend, |snap, idx| {
+                    let doc = target(snap, idx)?;
+                    let user = snap.user(idx);
+                    let old = UserFields::of(user, &s.dir.attached_user(user));
+                    let (mut new, password) = resource::user_fields(&doc, &def)?;
+                    if new.active.is_none() {
+                        new.active = old.active;
+                    }
+                    Ok::<_, ScimError>(UserEdit {
+                        changes: new.changes_from(&old, employee_number),
+                        password,
+                        old_password: None,
+                        external_id: (new.external_id != old.external_id).then(|| new.external_id.clone()),
+                        display_name: (new.display_name != old.display_name).then(|| new.display_name.clone()),
+                    })
+                })
+                .await
+                .map_err(not_found)?;
         }
         Kind::Group => {
-            let g = snap.group(idx);
-            let old_members: Vec<String> = snap.members_of(idx).iter().map(|&u| snap.user(u).id.clone()).collect();
-            let new = resource::group_fields(&target)?;
-            let old = GroupFields {
-                name: g.name.clone(),
-                members: old_members,
-                external_id: s.store.get(kind.store_key(), id),
-            };
-            let add: Vec<&String> = new.members.iter().filter(|m| !old.members.contains(m)).collect();
-            let remove: Vec<&String> = old.members.iter().filter(|m| !new.members.contains(m)).collect();
-            let rename = new.name != old.name;
-            // Everything is checked before the first backend call.
-            check_members(s, &add.iter().map(|m| m.to_string()).collect::<Vec<_>>())?;
-            if rename && !caps.group_update {
-                return Err(unsupported(s, "renaming groups"));
-            }
-            if !add.is_empty() && !caps.member_add {
-                return Err(unsupported(s, "adding group members"));
-            }
-            if !remove.is_empty() && !caps.member_remove {
-                return Err(unsupported(s, "removing group members"));
-            }
-            if rename {
-                if let Some(other) = snap.group_by_name(&new.name)
-                    && other.id != id
-                {
-                    return Err(BackendError::Conflict(format!("group {} already exists", new.name)).into());
-                }
-                s.dir
-                    .update_group(&actor, id, GroupChanges { name: Some(new.name.clone()), description: None })
-                    .await?;
-                done.push(format!("renamed to {:?}", new.name));
-            }
-            for m in remove {
-                s.dir.remove_member(&actor, id, m).await.map_err(|e| partial(e, &done))?;
-                done.push(format!("removed member {m}"));
-            }
-            for m in add {
-                s.dir.add_member(&actor, id, m).await.map_err(|e| partial(e, &done))?;
-                done.push(format!("added member {m}"));
-            }
-            if new.external_id != old.external_id {
-                s.store
-                    .set(kind.store_key(), id, new.external_id.as_deref())
-                    .map_err(|e| partial(store_err(e), &done))?;
-            }
+            s.dir
+                .edit_group(c, backend, |snap, gi| {
+                    let doc = target(snap, gi)?;
+                    let new = resource::group_fields(&doc)?;
+                    let old_external = s.dir.group_external_id(snap.group(gi));
+                    Ok::<_, ScimError>(GroupEdit {
+                        name: Some(new.name),
+                        description: None,
+                        members: Some(new.members.into_iter().collect()),
+                        external_id: (new.external_id != old_external).then_some(new.external_id),
+                    })
+                })
+                .await
+                .map_err(not_found)?;
         }
     }
-    let (_, _, v) = current(s, kind, scim_id, base)?;
+    let (_, _, v) = current(s, kind, id, base)?;
     Ok(Reply::resource(StatusCode::OK, v))
 }
 
 pub async fn remove(
     s: &ScimState,
-    p: &Principal,
+    c: &Caller,
     kind: Kind,
     id: &str,
     headers: Option<&HeaderMap>,
     base: &str,
 ) -> Result<Reply, ScimError> {
-    let _w = s.write_lock.lock().await;
-    let (snap, idx, cur) = current(s, kind, id, base)?;
-    check_if_match(headers, &cur)?;
-    let id = match kind {
-        Kind::User => snap.user(idx).id.clone(),
-        Kind::Group => snap.group(idx).id.clone(),
+    let def = s.def(kind);
+    let backend = resource::backend_id(kind, id)
+        .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
+    let check = |snap: &Snapshot, idx: usize| check_if_match(headers, &resource_json(s, snap, kind, idx, &def, base));
+    let r = match kind {
+        Kind::User => s.dir.delete_user(c, backend, DeleteMode::Delete, check).await,
+        Kind::Group => s.dir.delete_group(c, backend, check).await,
     };
-    let id = id.as_str();
-    match kind {
-        Kind::User => s.dir.delete_user(&p.actor(), id).await?,
-        Kind::Group => s.dir.delete_group(&p.actor(), id).await?,
-    }
-    s.store.set(kind.store_key(), id, None).map_err(store_err)?;
-    if kind == Kind::User {
-        s.store.set(resource::DISPLAY_NAME_NS, id, None).map_err(store_err)?;
-    }
+    r.map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND {
+            ScimError::not_found(format!("{} {id} not found", kind.name()))
+        } else {
+            e
+        }
+    })?;
     Ok(Reply { status: StatusCode::NO_CONTENT, body: None, location: None, etag: None })
 }
 
@@ -739,9 +646,8 @@ async fn get_group(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery, 
     do_get(&s, Kind::Group, &id, q, &h).await
 }
 
-async fn do_create(s: &ScimState, kind: Kind, req: Request) -> Response {
+async fn do_create(s: &ScimState, p: Caller, kind: Kind, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let p = principal(&parts.extensions);
     let r = async {
         let b = read_json(s, &parts.headers, body).await?;
         create(s, &p, kind, &b, &s.base(&parts.headers)).await
@@ -749,16 +655,23 @@ async fn do_create(s: &ScimState, kind: Kind, req: Request) -> Response {
     .await;
     respond(r)
 }
-async fn create_users(State(s): St, req: Request) -> Response {
-    do_create(&s, Kind::User, req).await
+async fn create_users(State(s): St, Authed(c): Authed, req: Request) -> Response {
+    do_create(&s, c, Kind::User, req).await
 }
-async fn create_groups(State(s): St, req: Request) -> Response {
-    do_create(&s, Kind::Group, req).await
+async fn create_groups(State(s): St, Authed(c): Authed, req: Request) -> Response {
+    do_create(&s, c, Kind::Group, req).await
 }
 
-async fn do_modify(s: &ScimState, kind: Kind, id: &str, is_patch: bool, raw: Option<String>, req: Request) -> Response {
+async fn do_modify(
+    s: &ScimState,
+    p: Caller,
+    kind: Kind,
+    id: &str,
+    is_patch: bool,
+    raw: Option<String>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
-    let p = principal(&parts.extensions);
     let r = async {
         let q = Query::from_raw(raw.as_deref())?;
         let b = read_json(s, &parts.headers, body).await?;
@@ -775,28 +688,51 @@ async fn do_modify(s: &ScimState, kind: Kind, id: &str, is_patch: bool, raw: Opt
     .await;
     respond(r)
 }
-async fn put_user(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery, req: Request) -> Response {
-    do_modify(&s, Kind::User, &id, false, q, req).await
+async fn put_user(
+    State(s): St,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> Response {
+    do_modify(&s, c, Kind::User, &id, false, q, req).await
 }
-async fn patch_user(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery, req: Request) -> Response {
-    do_modify(&s, Kind::User, &id, true, q, req).await
+async fn patch_user(
+    State(s): St,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> Response {
+    do_modify(&s, c, Kind::User, &id, true, q, req).await
 }
-async fn put_group(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery, req: Request) -> Response {
-    do_modify(&s, Kind::Group, &id, false, q, req).await
+async fn put_group(
+    State(s): St,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> Response {
+    do_modify(&s, c, Kind::Group, &id, false, q, req).await
 }
-async fn patch_group(State(s): St, Path(id): Path<String>, RawQuery(q): RawQuery, req: Request) -> Response {
-    do_modify(&s, Kind::Group, &id, true, q, req).await
+async fn patch_group(
+    State(s): St,
+    Authed(c): Authed,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> Response {
+    do_modify(&s, c, Kind::Group, &id, true, q, req).await
 }
 
-async fn do_delete(s: &ScimState, kind: Kind, id: &str, req: Request) -> Response {
-    let p = principal(req.extensions());
+async fn do_delete(s: &ScimState, p: Caller, kind: Kind, id: &str, req: Request) -> Response {
     respond(remove(s, &p, kind, id, Some(req.headers()), &s.base(req.headers())).await)
 }
-async fn delete_user(State(s): St, Path(id): Path<String>, req: Request) -> Response {
-    do_delete(&s, Kind::User, &id, req).await
+async fn delete_user(State(s): St, Authed(c): Authed, Path(id): Path<String>, req: Request) -> Response {
+    do_delete(&s, c, Kind::User, &id, req).await
 }
-async fn delete_group(State(s): St, Path(id): Path<String>, req: Request) -> Response {
-    do_delete(&s, Kind::Group, &id, req).await
+async fn delete_group(State(s): St, Authed(c): Authed, Path(id): Path<String>, req: Request) -> Response {
+    do_delete(&s, c, Kind::Group, &id, req).await
 }
 
 // ---------------------------------------------------------------------------------------------

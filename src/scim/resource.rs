@@ -7,12 +7,8 @@ use sha2::{Digest, Sha256};
 use super::error::ScimError;
 use super::filter::{AttrRef, get_ci, split_attr};
 use super::schema::{ENTERPRISE_URN, Kind, Mutability, ResourceDef, Returned};
-use super::state::StateStore;
-use crate::directory::Snapshot;
+use crate::directory::{Attached, Directory, Snapshot};
 use crate::model::{User, UserChanges};
-
-/// Namespace of client-set display names in the state store.
-pub const DISPLAY_NAME_NS: &str = "user.displayName";
 
 /// SCIM ids must be unique across resource types (RFC 7643 §3.1), but backends number users and
 /// groups separately: users keep the backend id, groups get a `g` prefix.
@@ -61,10 +57,11 @@ fn locale_in(l: &str) -> String {
     l.replace('-', "_")
 }
 
-pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, store: &StateStore) -> Value {
+pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, dir: &Directory) -> Value {
     let u = snap.user(idx);
+    let attached = dir.attached_user(u);
     let mut v = json!({"schemas": [def.kind.urn()], "id": u.id, "userName": u.login});
-    if let Some(x) = store.get(Kind::User.store_key(), &u.id) {
+    if let Some(x) = attached.external_id {
         v["externalId"] = json!(x);
     }
     let mut name = Map::new();
@@ -77,7 +74,7 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, sto
     if !name.is_empty() {
         v["name"] = Value::Object(name);
     }
-    match store.get(DISPLAY_NAME_NS, &u.id) {
+    match attached.display_name {
         // A client removed it.
         Some(d) if d.is_empty() => {}
         Some(d) => v["displayName"] = json!(d),
@@ -105,8 +102,8 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, sto
     }
     let groups: Vec<Value> = snap
         .groups_of(idx)
-        .iter()
-        .map(|&gi| {
+        .into_iter()
+        .map(|gi| {
             let g = snap.group(gi);
             let id = scim_id(Kind::Group, &g.id);
             json!({"value": id, "display": g.name, "$ref": format!("{base}/Groups/{id}"), "type": "direct"})
@@ -124,17 +121,17 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, sto
     finish(v, Kind::User, base, &u.id, u.created, u.modified)
 }
 
-pub fn group_json(snap: &Snapshot, idx: usize, base: &str, store: &StateStore) -> Value {
+pub fn group_json(snap: &Snapshot, idx: usize, base: &str, dir: &Directory) -> Value {
     let g = snap.group(idx);
     let id = scim_id(Kind::Group, &g.id);
     let mut v = json!({"schemas": [Kind::Group.urn()], "id": id, "displayName": g.name});
-    if let Some(x) = store.get(Kind::Group.store_key(), &g.id) {
+    if let Some(x) = dir.group_external_id(g) {
         v["externalId"] = json!(x);
     }
     let members: Vec<Value> = snap
         .members_of(idx)
-        .iter()
-        .map(|&ui| {
+        .into_iter()
+        .map(|ui| {
             let u = snap.user(ui);
             json!({"value": u.id, "display": u.login, "$ref": format!("{base}/Users/{}", u.id), "type": "User"})
         })
@@ -165,7 +162,7 @@ pub struct UserFields {
 }
 
 impl UserFields {
-    pub fn of(u: &User, store: &StateStore) -> UserFields {
+    pub fn of(u: &User, attached: &Attached) -> UserFields {
         UserFields {
             login: u.login.clone(),
             given: u.first_name.clone(),
@@ -177,10 +174,10 @@ impl UserFields {
             locale: u.locale.clone().filter(|s| !s.is_empty()),
             employee_number: u.employee_number.clone().filter(|s| !s.is_empty()),
             active: Some(u.active),
-            external_id: store.get(Kind::User.store_key(), &u.id),
-            display_name: match store.get(DISPLAY_NAME_NS, &u.id) {
+            external_id: attached.external_id.clone(),
+            display_name: match &attached.display_name {
                 Some(d) if d.is_empty() => None,
-                Some(d) => Some(d),
+                Some(d) => Some(d.clone()),
                 None => Some(u.full_name()),
             },
         }

@@ -247,6 +247,7 @@ fn map_batch(err: &Value) -> BackendError {
         BackendError::Forbidden(m) => BackendError::Forbidden(ctx(m)),
         BackendError::Auth(m) => BackendError::Auth(ctx(m)),
         BackendError::Unavailable(m) => BackendError::Unavailable(ctx(m)),
+        BackendError::Timeout(m) => BackendError::Timeout(ctx(m)),
         BackendError::Protocol(m) => BackendError::Protocol(ctx(m)),
         other => other,
     }

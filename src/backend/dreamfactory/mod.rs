@@ -376,6 +376,7 @@ fn after_create(id: &str, step: &str, e: BackendError) -> BackendError {
         BackendError::Forbidden(m) => BackendError::Forbidden(ctx(m)),
         BackendError::Auth(m) => BackendError::Auth(ctx(m)),
         BackendError::Unavailable(m) => BackendError::Unavailable(ctx(m)),
+        BackendError::Timeout(m) => BackendError::Timeout(ctx(m)),
         BackendError::Protocol(m) => BackendError::Protocol(ctx(m)),
     }
 }

@@ -11,12 +11,11 @@ use ldap3_proto::proto::{
 };
 
 use super::{Identity, Session, res};
-use crate::config::{Access, DeleteMode};
-use crate::directory::{Actor, AuthOutcome, DirectoryError};
+use crate::directory::{Action, DirectoryError, GroupEdit, GroupSpec, UserEdit as CoreUserEdit, UserSpec};
 use crate::ldap::dn::Dn;
 use crate::ldap::error::LdapError;
 use crate::ldap::schema::{self, AttrId};
-use crate::model::{GroupChanges, NewGroup, NewUser, User, UserChanges};
+use crate::model::{NewGroup, NewUser, User, UserChanges};
 
 type W<T> = Result<T, LdapError>;
 
@@ -266,23 +265,9 @@ fn generate_password() -> String {
 }
 
 impl Session {
-    fn actor(&self) -> Actor {
-        let who = match &self.identity {
-            Identity::Anonymous => "anonymous".to_string(),
-            Identity::User { dn, .. } | Identity::Service { dn, .. } => dn.clone(),
-        };
-        Actor { who, source: self.peer.to_string(), frontend: "ldap" }
-    }
-
-    fn service_may_write(&self, users: bool) -> bool {
-        match &self.identity {
-            Identity::Service { access, .. } => (if users { access.users } else { access.groups }) == Access::Write,
-            _ => false,
-        }
-    }
-
-    fn denied(&self, what: &str) -> LdapError {
-        e(Code::InsufficentAccessRights, format!("{} may not {what}", self.actor().who))
+    /// Asks the core whether the bound identity may `action`, before the request is examined further.
+    fn authorize(&self, action: Action) -> W<()> {
+        self.ctx.dir.authorize(&self.caller(), action).map(|_| ()).map_err(LdapError::from)
     }
 
     /// Resolves a DN to a user or group (existing or not) under the configured containers.
@@ -345,22 +330,6 @@ impl Session {
         }
     }
 
-    fn check_password_policy(&self, pw: &str) -> W<()> {
-        let min = self.ctx.cfg.password_min_length;
-        if pw.chars().count() < min {
-            return Err(e(Code::ConstraintViolation, format!("the password must have at least {min} characters")));
-        }
-        self.ctx.dir.backend().validate_password(pw).map_err(|b| e(Code::ConstraintViolation, b.to_string()))
-    }
-
-    /// Proves `old` for `login`; a wrong one is invalidCredentials.
-    async fn verify_old_password(&self, login: &str, old: &str) -> W<()> {
-        match self.ctx.dir.authenticate_user(login, old, self.peer.ip()).await? {
-            AuthOutcome::User(_) => Ok(()),
-            _ => Err(e(Code::InvalidCredentials, "the old password is wrong")),
-        }
-    }
-
     // ---- Add --------------------------------------------------------------------------------
 
     pub(super) async fn add(&mut self, req: &LdapAddRequest) -> W<LdapResult> {
@@ -375,9 +344,7 @@ impl Session {
         let classes = get("objectClass").unwrap_or_default();
         match self.locate(&dn)? {
             Located::User { id, login } => {
-                if !self.service_may_write(true) {
-                    return Err(self.denied("create users"));
-                }
+                self.authorize(Action::WriteUsers)?;
                 if id.is_some() {
                     return Err(e(Code::EntryAlreadyExists, format!("{dn} already exists")));
                 }
@@ -426,9 +393,6 @@ impl Session {
                         edit.user.first_name = if first.is_empty() { String::new() } else { first.to_string() };
                     }
                 }
-                if let Some(pw) = &edit.password {
-                    self.check_password_policy(pw)?;
-                }
                 let u = edit.user;
                 let new = NewUser {
                     login: u.login,
@@ -444,13 +408,11 @@ impl Session {
                     admin: false,
                     password: edit.password,
                 };
-                self.ctx.dir.create_user(&self.actor(), new).await?;
+                self.ctx.dir.create_user(&self.caller(), UserSpec { new, ..Default::default() }).await?;
                 Ok(ok())
             }
             Located::Group { id, name } => {
-                if !self.service_may_write(false) {
-                    return Err(self.denied("create groups"));
-                }
+                self.authorize(Action::WriteGroups)?;
                 if id.is_some() {
                     return Err(e(Code::EntryAlreadyExists, format!("{dn} already exists")));
                 }
@@ -497,7 +459,7 @@ impl Session {
                     }
                 }
                 let new = NewGroup { name, description, members: members.into_iter().collect() };
-                self.ctx.dir.create_group(&self.actor(), new).await?;
+                self.ctx.dir.create_group(&self.caller(), GroupSpec { new, ..Default::default() }).await?;
                 Ok(ok())
             }
         }
@@ -526,167 +488,135 @@ impl Session {
     async fn modify_user(
         &mut self,
         id: &str,
-        login: &str,
+        _login: &str,
         changes: &[(&LdapModify, AttrId, Vec<String>)],
     ) -> W<LdapResult> {
-        let snap = self.ctx.dir.snapshot()?;
-        let current = snap.user_by_id(id).ok_or_else(|| e(Code::NoSuchObject, "the user vanished"))?.clone();
-        let mut edit = UserEdit { user: (*current).clone(), password: None, old_password: None };
-        for (m, attr, vals) in changes {
-            edit.apply(&m.operation, *attr, vals.clone())?;
-        }
-        let profile = diff(&current, &edit.user);
-        let is_self = matches!(&self.identity, Identity::User { id: me, .. } if me == id);
-        let may_write = self.service_may_write(true);
-        if !(may_write || is_self && profile.is_empty() && self.ctx.cfg.users_may_change_password) {
-            return Err(self.denied(if is_self {
-                "change anything but their own password"
-            } else {
-                "change this user"
-            }));
-        }
-        if edit.old_password.is_some() && edit.password.is_none() {
-            return Err(e(Code::UnwillingToPerform, "a password cannot be removed, only replaced"));
-        }
-        if let Some(pw) = &edit.password {
-            if is_self && !may_write && self.ctx.cfg.self_password_change_requires_old {
-                let Some(old) = &edit.old_password else {
-                    return Err(e(
-                        Code::UnwillingToPerform,
-                        "changing your own password needs the old one: delete the old value and add the new one in \
-                         the same request, or use the password modify operation with the old password",
-                    ));
-                };
-                self.verify_old_password(login, old).await?;
-            } else if let Some(old) = &edit.old_password {
-                self.verify_old_password(login, old).await?;
+        // LDAP's value semantics are applied to the user as it is under the core's lock for it.
+        let decide = |snap: &crate::directory::Snapshot, idx: usize| -> W<CoreUserEdit> {
+            let current = snap.user(idx);
+            let mut edit = UserEdit { user: (**current).clone(), password: None, old_password: None };
+            for (m, attr, vals) in changes {
+                edit.apply(&m.operation, *attr, vals.clone())?;
             }
-            self.check_password_policy(pw)?;
-        }
-        let actor = self.actor();
-        let mut done: Vec<&str> = Vec::new();
-        if !profile.is_empty() {
-            self.ctx.dir.update_user(&actor, id, profile).await?;
-            done.push("the profile attributes");
-        }
-        if let Some(pw) = &edit.password
-            && let Err(x) = self.ctx.dir.set_password(&actor, id, pw).await
-        {
-            return Err(partial(&done, "the password change", x));
-        }
+            Ok(CoreUserEdit {
+                changes: diff(current, &edit.user),
+                password: edit.password,
+                old_password: edit.old_password,
+                ..Default::default()
+            })
+        };
+        self.ctx.dir.edit_user(&self.caller(), id, decide).await?;
         Ok(ok())
     }
 
     async fn modify_group(&mut self, id: &str, changes: &[(&LdapModify, AttrId, Vec<String>)]) -> W<LdapResult> {
-        if !self.service_may_write(false) {
-            return Err(self.denied("change groups"));
-        }
-        let snap = self.ctx.dir.snapshot()?;
-        let group =
-            snap.group(snap.group_index(id).ok_or_else(|| e(Code::NoSuchObject, "the group vanished"))?).clone();
-        let current: BTreeSet<String> = group.members.iter().cloned().collect();
-        // Each membership attribute is edited on its own copy, with LDAP semantics; they must agree.
-        let mut edited: Vec<(&str, BTreeSet<String>)> = Vec::new();
-        let mut description = group.description.clone();
-        for (m, attr, vals) in changes {
+        self.authorize(Action::WriteGroups)?;
+        // Member values are resolved first; the LDAP semantics then run against the group as it is
+        // under the core's lock for it.
+        let mut resolved: Vec<Vec<String>> = Vec::with_capacity(changes.len());
+        for (_, attr, vals) in changes {
             let an = schema::def(*attr).name;
-            match an {
-                "member" | "uniqueMember" | "memberUid" => {
-                    let pos = match edited.iter().position(|(n, _)| *n == an) {
-                        Some(p) => p,
-                        None => {
-                            edited.push((an, current.clone()));
-                            edited.len() - 1
-                        }
-                    };
-                    let mut ids = Vec::new();
-                    for v in vals {
-                        if let Some(uid) = self.member_id(an, v)? {
-                            ids.push(uid);
-                        }
+            let mut ids = Vec::new();
+            if matches!(an, "member" | "uniqueMember" | "memberUid") {
+                for v in vals {
+                    if let Some(uid) = self.member_id(an, v)? {
+                        ids.push(uid);
                     }
-                    let set = &mut edited[pos].1;
-                    match m.operation {
-                        LdapModifyType::Add => {
-                            for i in ids {
-                                if !set.insert(i) {
-                                    return Err(e(Code::AttributeOrValueExists, format!("{an}: already a member")));
-                                }
-                            }
-                        }
-                        LdapModifyType::Delete if vals.is_empty() => set.clear(),
-                        LdapModifyType::Delete => {
-                            for i in ids {
-                                if !set.remove(&i) {
-                                    return Err(e(Code::NoSuchAttribute, format!("{an}: not a member")));
-                                }
-                            }
-                        }
-                        LdapModifyType::Replace => *set = ids.into_iter().collect(),
-                        LdapModifyType::Increment => {
-                            return Err(e(Code::ConstraintViolation, format!("{an} cannot be incremented")));
-                        }
-                    }
-                }
-                "description" => {
-                    description = match (&m.operation, vals.as_slice()) {
-                        (LdapModifyType::Replace, []) | (LdapModifyType::Delete, _) => None,
-                        (LdapModifyType::Replace | LdapModifyType::Add, [v]) => Some(v.clone()),
-                        _ => return Err(e(Code::ConstraintViolation, "description takes a single value here")),
-                    }
-                }
-                "cn" => return Err(e(Code::NotALlowedOnRDN, "cn names the group; rename it with a modify DN request")),
-                "objectClass" => {
-                    let same = !matches!(m.operation, LdapModifyType::Delete)
-                        && vals.iter().all(|v| GROUP_CLASSES.iter().any(|c| c.eq_ignore_ascii_case(v)));
-                    if !same {
-                        return Err(e(Code::ObjectClassModsProhibited, "the object classes of groups are fixed"));
-                    }
-                }
-                _ if an == "gidNumber" || schema::def(*attr).operational => {
-                    return Err(e(
-                        Code::ConstraintViolation,
-                        format!("{an} is assigned by idgate and cannot be changed"),
-                    ));
-                }
-                _ => {
-                    return Err(e(
-                        Code::UnwillingToPerform,
-                        format!("{an} is not stored for groups by this directory"),
-                    ));
                 }
             }
+            resolved.push(ids);
         }
-        let target = match edited.as_slice() {
-            [] => current.clone(),
-            [(_, first), rest @ ..] => {
-                if rest.iter().any(|(_, s)| s != first) {
-                    return Err(e(
-                        Code::ConstraintViolation,
-                        "member, uniqueMember and memberUid must name the same users",
-                    ));
+        let decide = |snap: &crate::directory::Snapshot, gi: usize| -> W<GroupEdit> {
+            let group = snap.group(gi);
+            let current: BTreeSet<String> = snap.member_ids(gi).into_iter().collect();
+            // Each membership attribute is edited on its own copy, with LDAP semantics; they must agree.
+            let mut edited: Vec<(&str, BTreeSet<String>)> = Vec::new();
+            let mut description = group.description.clone();
+            for ((m, attr, vals), ids) in changes.iter().zip(&resolved) {
+                let an = schema::def(*attr).name;
+                let ids = ids.clone();
+                match an {
+                    "member" | "uniqueMember" | "memberUid" => {
+                        let pos = match edited.iter().position(|(n, _)| *n == an) {
+                            Some(p) => p,
+                            None => {
+                                edited.push((an, current.clone()));
+                                edited.len() - 1
+                            }
+                        };
+                        let set = &mut edited[pos].1;
+                        match m.operation {
+                            LdapModifyType::Add => {
+                                for i in ids {
+                                    if !set.insert(i) {
+                                        return Err(e(Code::AttributeOrValueExists, format!("{an}: already a member")));
+                                    }
+                                }
+                            }
+                            LdapModifyType::Delete if vals.is_empty() => set.clear(),
+                            LdapModifyType::Delete => {
+                                for i in ids {
+                                    if !set.remove(&i) {
+                                        return Err(e(Code::NoSuchAttribute, format!("{an}: not a member")));
+                                    }
+                                }
+                            }
+                            LdapModifyType::Replace => *set = ids.into_iter().collect(),
+                            LdapModifyType::Increment => {
+                                return Err(e(Code::ConstraintViolation, format!("{an} cannot be incremented")));
+                            }
+                        }
+                    }
+                    "description" => {
+                        description = match (&m.operation, vals.as_slice()) {
+                            (LdapModifyType::Replace, []) | (LdapModifyType::Delete, _) => None,
+                            (LdapModifyType::Replace | LdapModifyType::Add, [v]) => Some(v.clone()),
+                            _ => return Err(e(Code::ConstraintViolation, "description takes a single value here")),
+                        }
+                    }
+                    "cn" => {
+                        return Err(e(Code::NotALlowedOnRDN, "cn names the group; rename it with a modify DN request"));
+                    }
+                    "objectClass" => {
+                        let same = !matches!(m.operation, LdapModifyType::Delete)
+                            && vals.iter().all(|v| GROUP_CLASSES.iter().any(|c| c.eq_ignore_ascii_case(v)));
+                        if !same {
+                            return Err(e(Code::ObjectClassModsProhibited, "the object classes of groups are fixed"));
+                        }
+                    }
+                    _ if an == "gidNumber" || schema::def(*attr).operational => {
+                        return Err(e(
+                            Code::ConstraintViolation,
+                            format!("{an} is assigned by idgate and cannot be changed"),
+                        ));
+                    }
+                    _ => {
+                        return Err(e(
+                            Code::UnwillingToPerform,
+                            format!("{an} is not stored for groups by this directory"),
+                        ));
+                    }
                 }
-                first.clone()
             }
+            let target = match edited.as_slice() {
+                [] => current.clone(),
+                [(_, first), rest @ ..] => {
+                    if rest.iter().any(|(_, s)| s != first) {
+                        return Err(e(
+                            Code::ConstraintViolation,
+                            "member, uniqueMember and memberUid must name the same users",
+                        ));
+                    }
+                    first.clone()
+                }
+            };
+            Ok(GroupEdit {
+                description: Some(description),
+                members: (!edited.is_empty()).then_some(target),
+                ..Default::default()
+            })
         };
-        let actor = self.actor();
-        let mut done: Vec<&str> = Vec::new();
-        if description != group.description {
-            self.ctx.dir.update_group(&actor, id, GroupChanges { name: None, description: Some(description) }).await?;
-            done.push("the description");
-        }
-        for uid in target.difference(&current) {
-            if let Err(x) = self.ctx.dir.add_member(&actor, id, uid).await {
-                return Err(partial(&done, "adding a member", x));
-            }
-            done.push("a member addition");
-        }
-        for uid in current.difference(&target) {
-            if let Err(x) = self.ctx.dir.remove_member(&actor, id, uid).await {
-                return Err(partial(&done, "removing a member", x));
-            }
-            done.push("a member removal");
-        }
+        self.ctx.dir.edit_group(&self.caller(), id, decide).await?;
         Ok(ok())
     }
 
@@ -694,7 +624,7 @@ impl Session {
 
     pub(super) async fn delete(&mut self, dn: &str) -> W<LdapResult> {
         let parsed = Dn::parse(dn).map_err(|x| e(Code::InvalidDNSyntax, x.to_string()))?;
-        let actor = self.actor();
+        let caller = self.caller();
         match self.locate(&parsed) {
             Err(x) if x.code == Code::UnwillingToPerform && !parsed.is_root() => {
                 Err(e(Code::NotAllowedOnNonLeaf, format!("{dn} is a fixed container of the tree")))
@@ -704,25 +634,12 @@ impl Session {
                 Err(e(Code::NoSuchObject, format!("no entry {dn}")))
             }
             Ok(Located::User { id: Some(id), .. }) => {
-                if !self.service_may_write(true) {
-                    return Err(self.denied("delete users"));
-                }
-                match self.ctx.cfg.delete_mode {
-                    DeleteMode::Delete => self.ctx.dir.delete_user(&actor, &id).await?,
-                    DeleteMode::Disable => {
-                        self.ctx
-                            .dir
-                            .update_user(&actor, &id, UserChanges { active: Some(false), ..Default::default() })
-                            .await?;
-                    }
-                }
+                let mode = self.ctx.dir.write_policy().ldap_delete_mode;
+                self.ctx.dir.delete_user(&caller, &id, mode, |_, _| Ok::<_, DirectoryError>(())).await?;
                 Ok(ok())
             }
             Ok(Located::Group { id: Some(id), .. }) => {
-                if !self.service_may_write(false) {
-                    return Err(self.denied("delete groups"));
-                }
-                self.ctx.dir.delete_group(&actor, &id).await?;
+                self.ctx.dir.delete_group(&caller, &id, |_, _| Ok::<_, DirectoryError>(())).await?;
                 Ok(ok())
             }
         }
@@ -743,28 +660,27 @@ impl Session {
             [r] if r.0.len() == 1 => r.first().clone(),
             _ => return Err(e(Code::NamingViolation, "the new RDN must be a single type=value")),
         };
-        let actor = self.actor();
+        let caller = self.caller();
         match self.locate(&dn)? {
             Located::User { id: Some(id), .. } => {
-                if !self.service_may_write(true) {
-                    return Err(self.denied("rename users"));
-                }
+                self.authorize(Action::WriteUsers)?;
                 if new.attr != "uid" {
                     return Err(e(Code::NamingViolation, "users are named by uid"));
                 }
-                let changes = UserChanges { login: Some(new.value), ..Default::default() };
-                self.ctx.dir.update_user(&actor, &id, changes).await?;
+                let edit = CoreUserEdit {
+                    changes: UserChanges { login: Some(new.value), ..Default::default() },
+                    ..Default::default()
+                };
+                self.ctx.dir.edit_user(&caller, &id, |_, _| Ok::<_, DirectoryError>(edit)).await?;
                 Ok(ok())
             }
             Located::Group { id: Some(id), .. } => {
-                if !self.service_may_write(false) {
-                    return Err(self.denied("rename groups"));
-                }
+                self.authorize(Action::WriteGroups)?;
                 if new.attr != "cn" {
                     return Err(e(Code::NamingViolation, "groups are named by cn"));
                 }
-                let changes = GroupChanges { name: Some(new.value), description: None };
-                self.ctx.dir.update_group(&actor, &id, changes).await?;
+                let edit = GroupEdit { name: Some(new.value), ..Default::default() };
+                self.ctx.dir.edit_group(&caller, &id, |_, _| Ok::<_, DirectoryError>(edit)).await?;
                 Ok(ok())
             }
             _ => Err(e(Code::NoSuchObject, format!("no entry {dn}"))),
@@ -813,18 +729,8 @@ impl Session {
                 snap.user_by_login(&login).cloned().ok_or_else(|| e(Code::NoSuchObject, format!("no user {ident}")))?
             }
         };
-        let is_self = matches!(&self.identity, Identity::User { id, .. } if *id == target.id);
-        let may_write = self.service_may_write(true);
-        if !(may_write || is_self && self.ctx.cfg.users_may_change_password) {
-            return Err(self.denied("change this password"));
-        }
-        match &req.old_password {
-            Some(old) => self.verify_old_password(&target.login, old).await?,
-            None if is_self && !may_write && self.ctx.cfg.self_password_change_requires_old => {
-                return Err(e(Code::UnwillingToPerform, "changing your own password needs the old password"));
-            }
-            None => {}
-        }
+        // Who may, and whether the old password must be proven, is the core's decision.
+        self.ctx.dir.authorize(&self.caller(), Action::SetPassword)?;
         let (new, generated) = match req.new_password {
             Some(p) => (p, None),
             None => {
@@ -832,24 +738,9 @@ impl Session {
                 (p.clone(), Some(p))
             }
         };
-        self.check_password_policy(&new)?;
-        self.ctx.dir.set_password(&self.actor(), &target.id, &new).await?;
+        self.ctx.dir.set_password(&self.caller(), &target.id, &new, req.old_password.as_deref()).await?;
         Ok(generated)
     }
-}
-
-/// The error for a request that failed after some of its parts were applied.
-fn partial(done: &[&str], failed: &str, err: DirectoryError) -> LdapError {
-    let mut x = LdapError::from(err);
-    if !done.is_empty() {
-        let mut applied: Vec<&str> = done.to_vec();
-        applied.dedup();
-        x.message = format!("{failed} failed after {} were applied: {}", applied.join(", "), x.message);
-        if x.code == Code::Success {
-            x.code = Code::Other;
-        }
-    }
-    x
 }
 
 #[cfg(test)]
