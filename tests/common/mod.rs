@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod replays;
+pub mod scim;
 
 use std::collections::BTreeSet;
 use std::future::Future;
