@@ -636,3 +636,268 @@ fn finish<E: From<DirectoryError>>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::{MemoryBackend, Seed};
+    use crate::backend::{Backend, BackendError, BackendResult, Capabilities, ProbeReport};
+    use crate::config::{Access, Config, Rights};
+    use crate::directory::{AuthOutcome, Principal};
+    use async_trait::async_trait;
+
+    const SEED: &str = r#"{"users":[{"login":"alice","password":"pw-alice-1"},{"login":"bob"}],
+                           "groups":[{"name":"devs","members":["alice"]}]}"#;
+    const IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    async fn dir_with(backend: Arc<dyn Backend>) -> Arc<Directory> {
+        let cfg = Config::parse("[backend]\nkind=\"memory\"\n").unwrap();
+        let d = Directory::new(&cfg, backend);
+        d.refresh_full().await.unwrap();
+        d
+    }
+
+    fn memory() -> Arc<MemoryBackend> {
+        let seed: Seed = serde_json::from_str(SEED).unwrap();
+        Arc::new(MemoryBackend::from_seed(seed).unwrap())
+    }
+
+    fn new_user(login: &str) -> UserSpec {
+        UserSpec { new: NewUser { login: login.into(), active: true, ..Default::default() }, ..Default::default() }
+    }
+
+    fn as_user(d: &Directory, login: &str) -> Caller {
+        let id = d.snapshot().unwrap().user_by_login(login).unwrap().id.clone();
+        Caller { principal: Principal::User { id }, label: login.into(), source: "127.0.0.1".into(), frontend: "test" }
+    }
+
+    fn id_of(d: &Directory, login: &str) -> String {
+        d.snapshot().unwrap().user_by_login(login).unwrap().id.clone()
+    }
+
+    #[tokio::test]
+    async fn writes_are_visible_at_once() {
+        let d = dir_with(memory()).await;
+        let a = Caller::system();
+        let u = d.create_user(&a, new_user("carol")).await.unwrap();
+        assert!(d.snapshot().unwrap().user_by_login("carol").is_some());
+        let g = d.snapshot().unwrap().group_by_name("devs").unwrap().id.clone();
+        d.add_member(&a, &g, &u.id).await.unwrap();
+        let s = d.snapshot().unwrap();
+        assert_eq!(s.members_of(s.group_index(&g).unwrap()).len(), 2);
+        d.remove_member(&a, &g, &u.id).await.unwrap();
+        d.delete_user(&a, &u.id, DeleteMode::Delete, |_, _| Ok::<_, DirectoryError>(())).await.unwrap();
+        assert!(d.snapshot().unwrap().user_by_login("carol").is_none());
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_refused_before_the_backend() {
+        let d = dir_with(memory()).await;
+        let a = Caller::system();
+        let e = d.create_user(&a, new_user("ALICE")).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Conflict(_)), "{e}");
+        let bob = id_of(&d, "bob");
+        let e = d.update_user(&a, &bob, UserChanges { login: Some("alice".into()), ..Default::default() }).await;
+        assert!(matches!(e, Err(DirectoryError::Conflict(_))));
+        let spec = GroupSpec { new: NewGroup { name: "Devs".into(), ..Default::default() }, ..Default::default() };
+        assert!(matches!(d.create_group(&a, spec).await, Err(DirectoryError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn password_change_evicts_the_bind_cache() {
+        let d = dir_with(memory()).await;
+        let a = Caller::system();
+        assert!(matches!(d.authenticate_user("alice", "pw-alice-1", IP).await.unwrap(), AuthOutcome::User(_)));
+        let id = id_of(&d, "alice");
+        d.set_password(&a, &id, "pw-alice-new", None).await.unwrap();
+        assert!(matches!(d.authenticate_user("alice", "pw-alice-1", IP).await.unwrap(), AuthOutcome::Invalid));
+        assert!(matches!(d.authenticate_user("alice", "pw-alice-new", IP).await.unwrap(), AuthOutcome::User(_)));
+        d.update_user(&a, &id, UserChanges { active: Some(false), ..Default::default() }).await.unwrap();
+        assert!(matches!(d.authenticate_user("alice", "pw-alice-new", IP).await.unwrap(), AuthOutcome::Invalid));
+    }
+
+    #[tokio::test]
+    async fn the_password_policy_holds_for_every_caller() {
+        let d = dir_with(memory()).await;
+        let a = Caller::system();
+        let mut spec = new_user("dave");
+        spec.new.password = Some("short".into());
+        let e = d.create_user(&a, spec).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Invalid { attribute: Some("password"), .. }), "{e}");
+        assert!(d.snapshot().unwrap().user_by_login("dave").is_none());
+        let e = d.set_password(&a, &id_of(&d, "alice"), "short", None).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Invalid { .. }));
+        assert!(matches!(d.authenticate_user("alice", "pw-alice-1", IP).await.unwrap(), AuthOutcome::User(_)));
+    }
+
+    #[tokio::test]
+    async fn users_change_only_their_own_password_proving_the_old_one() {
+        let d = dir_with(memory()).await;
+        let alice = as_user(&d, "alice");
+        let me = id_of(&d, "alice");
+        let e = d.update_user(&alice, &me, UserChanges { title: Some(Some("boss".into())), ..Default::default() });
+        assert!(matches!(e.await, Err(DirectoryError::Denied(_))), "no profile changes");
+        let e = d.set_password(&alice, &id_of(&d, "bob"), "another-pw-1", None).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Denied(_)), "not someone else's: {e}");
+        let e = d.set_password(&alice, &me, "another-pw-1", None).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Invalid { attribute: Some("oldPassword"), .. }), "{e}");
+        let e = d.set_password(&alice, &me, "another-pw-1", Some("wrong")).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::WrongPassword(_)), "{e}");
+        d.set_password(&alice, &me, "another-pw-1", Some("pw-alice-1")).await.unwrap();
+        let reader = Caller {
+            principal: Principal::Service { name: "reader".into(), rights: Rights::all(Access::Read) },
+            label: "reader".into(),
+            source: "-".into(),
+            frontend: "test",
+        };
+        assert!(matches!(d.create_user(&reader, new_user("eve")).await, Err(DirectoryError::Denied(_))));
+        assert!(matches!(d.remove_member(&reader, "1", &me).await, Err(DirectoryError::Denied(_))));
+    }
+
+    /// Many writers on one group, each adding or removing its own member: every change lands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_membership_changes_all_land() {
+        let d = dir_with(memory()).await;
+        let a = Caller::system();
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            ids.push(d.create_user(&a, new_user(&format!("u{i}"))).await.unwrap().id.clone());
+        }
+        let g = d.snapshot().unwrap().group_by_name("devs").unwrap().id.clone();
+        for id in &ids[..20] {
+            d.add_member(&a, &g, id).await.unwrap();
+        }
+        // 20 removals of members and 20 additions race.
+        let tasks: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let (d, g, id, a) = (d.clone(), g.clone(), id.clone(), a.clone());
+                tokio::spawn(async move {
+                    if i < 20 { d.remove_member(&a, &g, &id).await } else { d.add_member(&a, &g, &id).await }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let s = d.snapshot().unwrap();
+        let mut cached = s.member_ids(s.group_index(&g).unwrap());
+        let mut stored = d.backend.get_group(&g).await.unwrap().unwrap().members;
+        let mut expected: Vec<String> = ids[20..].to_vec();
+        expected.push(id_of(&d, "alice"));
+        for v in [&mut cached, &mut stored, &mut expected] {
+            v.sort();
+        }
+        assert_eq!(cached, expected);
+        assert_eq!(stored, expected);
+    }
+
+    #[tokio::test]
+    async fn writes_stamp_both_sides_and_state_dies_with_the_user() {
+        let d = dir_with(memory()).await;
+        let a = Caller::system();
+        let mut spec = new_user("frank");
+        spec.external_id = Some("ext-frank".into());
+        let u = d.create_user(&a, spec).await.unwrap();
+        assert_eq!(d.attached_user(&u).external_id.as_deref(), Some("ext-frank"));
+        let before = unix_now() as i64;
+        let g = d.snapshot().unwrap().group_by_name("devs").unwrap().id.clone();
+        d.add_member(&a, &g, &u.id).await.unwrap();
+        let s = d.snapshot().unwrap();
+        assert!(s.group(s.group_index(&g).unwrap()).modified >= Some(before));
+        assert!(s.user_by_id(&u.id).unwrap().modified >= Some(before));
+        d.delete_user(&a, &u.id, DeleteMode::Delete, |_, _| Ok::<_, DirectoryError>(())).await.unwrap();
+        let s = d.snapshot().unwrap();
+        assert!(d.with_external_id(&s, false, "ext-frank").is_empty());
+        assert_eq!(d.state.get("user", &u.id, ""), None, "forgotten, not merely hidden");
+    }
+
+    /// A backend that can do nothing with groups and fails every write.
+    struct Limited(Arc<MemoryBackend>);
+
+    #[async_trait]
+    impl Backend for Limited {
+        fn kind(&self) -> &'static str {
+            "limited"
+        }
+        fn instance(&self) -> String {
+            "t".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities { group_create: false, member_remove: false, ..Capabilities::ALL }
+        }
+        async fn probe(&self) -> BackendResult<ProbeReport> {
+            self.0.probe().await
+        }
+        async fn list_users(&self) -> BackendResult<Vec<User>> {
+            self.0.list_users().await
+        }
+        async fn list_users_changed_since(&self, s: i64) -> BackendResult<Vec<User>> {
+            self.0.list_users_changed_since(s).await
+        }
+        async fn get_user(&self, id: &str) -> BackendResult<Option<User>> {
+            self.0.get_user(id).await
+        }
+        async fn find_user_by_login(&self, l: &str) -> BackendResult<Option<User>> {
+            self.0.find_user_by_login(l).await
+        }
+        async fn list_groups(&self) -> BackendResult<Vec<Group>> {
+            self.0.list_groups().await
+        }
+        async fn get_group(&self, id: &str) -> BackendResult<Option<Group>> {
+            self.0.get_group(id).await
+        }
+        async fn create_user(&self, _: &NewUser) -> BackendResult<User> {
+            Err(BackendError::Unavailable("down".into()))
+        }
+        async fn update_user(&self, _: &str, _: &UserChanges) -> BackendResult<User> {
+            Err(BackendError::Unavailable("down".into()))
+        }
+        async fn delete_user(&self, _: &str) -> BackendResult<()> {
+            Err(BackendError::Unavailable("down".into()))
+        }
+        async fn set_password(&self, _: &str, _: &str) -> BackendResult<()> {
+            Err(BackendError::Unavailable("down".into()))
+        }
+        async fn check_password(&self, u: &User, p: &str) -> BackendResult<bool> {
+            self.0.check_password(u, p).await
+        }
+        async fn create_group(&self, _: &NewGroup) -> BackendResult<Group> {
+            panic!("must not be called: not supported")
+        }
+        async fn update_group(&self, _: &str, _: &GroupChanges) -> BackendResult<Group> {
+            Err(BackendError::Unavailable("down".into()))
+        }
+        async fn delete_group(&self, _: &str) -> BackendResult<()> {
+            Err(BackendError::Unavailable("down".into()))
+        }
+        async fn add_member(&self, _: &str, _: &str) -> BackendResult<()> {
+            Err(BackendError::Unavailable("down".into()))
+        }
+        async fn remove_member(&self, _: &str, _: &str) -> BackendResult<()> {
+            panic!("must not be called: not supported")
+        }
+    }
+
+    #[tokio::test]
+    async fn capabilities_and_failures_change_nothing() {
+        let d = dir_with(Arc::new(Limited(memory()))).await;
+        let a = Caller::system();
+        let gen0 = d.snapshot().unwrap().generation;
+        let spec = GroupSpec { new: NewGroup { name: "x".into(), ..Default::default() }, ..Default::default() };
+        let e = d.create_group(&a, spec).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Unsupported { .. }), "{e}");
+        let s = d.snapshot().unwrap();
+        let g = s.group_by_name("devs").unwrap().id.clone();
+        let alice = s.user_by_login("alice").unwrap().id.clone();
+        let bob = s.user_by_login("bob").unwrap().id.clone();
+        let e = d.remove_member(&a, &g, &alice).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Unsupported { .. }));
+        let e = d.add_member(&a, &g, &bob).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Unavailable { timeout: false, .. }));
+        let e = d.create_user(&a, new_user("z")).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Unavailable { .. }));
+        assert_eq!(d.snapshot().unwrap().generation, gen0, "no failed write reached the cache");
+    }
+}
