@@ -7,6 +7,7 @@
 mod common;
 mod support;
 
+use common::{ADMIN_DN, ADMIN_PW, group_dn, user_dn};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::path::Path;
@@ -25,20 +26,6 @@ use serde_json::{Value, json};
 use support::dolibarr_sim::{DolibarrSim, Version};
 use support::foreman_sim::{self as fm, ForemanSim};
 use tokio::sync::Barrier;
-
-const PEOPLE: &str = "ou=people,dc=example,dc=com";
-const GROUPS: &str = "ou=groups,dc=example,dc=com";
-/// The write-capable service account of `config/demo.toml`, given to the simulator gateways too.
-const ADMIN_DN: &str = "cn=admin,ou=services,dc=example,dc=com";
-const ADMIN_PW: &str = "demo-admin";
-
-fn user_dn(login: &str) -> String {
-    format!("uid={login},{PEOPLE}")
-}
-
-fn group_dn(name: &str) -> String {
-    format!("cn={name},{GROUPS}")
-}
 
 fn one(v: &str) -> HashSet<String> {
     HashSet::from([v.to_string()])

@@ -5,6 +5,7 @@
 mod common;
 mod support;
 
+use common::{ADMIN_DN, GROUPS, PEOPLE, group_dn, user_dn};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,19 +20,8 @@ use ldap3::{Ldap, LdapResult, Mod, Scope};
 use support::dolibarr_sim::{DolibarrSim, JDOE_PASSWORD, Version};
 
 const BASE: &str = "dc=example,dc=com";
-const PEOPLE: &str = "ou=people,dc=example,dc=com";
-const GROUPS: &str = "ou=groups,dc=example,dc=com";
-const ADMIN_DN: &str = "cn=admin,ou=services,dc=example,dc=com";
 const READER_DN: &str = "cn=reader,ou=services,dc=example,dc=com";
 const PLACEHOLDER: &str = "cn=empty-membership-placeholder";
-
-fn user_dn(login: &str) -> String {
-    format!("uid={login},{PEOPLE}")
-}
-
-fn group_dn(name: &str) -> String {
-    format!("cn={name},{GROUPS}")
-}
 
 fn set(vals: &[&str]) -> HashSet<String> {
     vals.iter().map(|v| v.to_string()).collect()

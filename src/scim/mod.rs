@@ -406,7 +406,7 @@ fn current(s: &ScimState, kind: Kind, id: &str, base: &str) -> Result<(Arc<Snaps
             Kind::User => snap.user_index(b),
             Kind::Group => snap.group_index(b),
         })
-        .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
+        .ok_or_else(|| no_such(kind, id))?;
     let v = resource_json(s, &snap, kind, idx, &s.def(kind), base);
     Ok((snap, idx, v))
 }
@@ -482,6 +482,15 @@ pub async fn create(s: &ScimState, c: &Caller, kind: Kind, body: &Value, base: &
     Ok(Reply::resource(StatusCode::CREATED, v))
 }
 
+fn no_such(kind: Kind, id: &str) -> ScimError {
+    ScimError::not_found(format!("{} {id} not found", kind.name()))
+}
+
+/// A "not found" from the core names the resource by its SCIM id, as the client asked for it.
+fn named(kind: Kind, id: &str, e: ScimError) -> ScimError {
+    if e.status == StatusCode::NOT_FOUND { no_such(kind, id) } else { e }
+}
+
 /// How a write was asked for: a full replacement (PUT) or a PatchOp.
 pub enum Change<'a> {
     Replace(&'a Value),
@@ -505,8 +514,7 @@ pub async fn modify(
         Change::Replace(_) => None,
     };
     let def = s.def(kind);
-    let backend = resource::backend_id(kind, id)
-        .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
+    let backend = resource::backend_id(kind, id).ok_or_else(|| no_such(kind, id))?;
     let target = |snap: &Snapshot, idx: usize| -> Result<Value, ScimError> {
         let cur = resource_json(s, snap, kind, idx, &def, base);
         check_if_match(headers, &cur)?;
@@ -517,13 +525,6 @@ pub async fn modify(
                 Ok(doc)
             }
             (Change::Replace(body), _) | (Change::Patch(body), None) => Ok((*body).clone()),
-        }
-    };
-    let not_found = |e: ScimError| {
-        if e.status == StatusCode::NOT_FOUND && e.scim_type.is_none() {
-            ScimError::not_found(format!("{} {id} not found", kind.name()))
-        } else {
-            e
         }
     };
     match kind {
@@ -547,7 +548,7 @@ pub async fn modify(
                     })
                 })
                 .await
-                .map_err(not_found)?;
+                .map_err(|e| named(kind, id, e))?;
         }
         Kind::Group => {
             s.dir
@@ -563,7 +564,7 @@ pub async fn modify(
                     })
                 })
                 .await
-                .map_err(not_found)?;
+                .map_err(|e| named(kind, id, e))?;
         }
     }
     let (_, _, v) = current(s, kind, id, base)?;
@@ -579,20 +580,13 @@ pub async fn remove(
     base: &str,
 ) -> Result<Reply, ScimError> {
     let def = s.def(kind);
-    let backend = resource::backend_id(kind, id)
-        .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
+    let backend = resource::backend_id(kind, id).ok_or_else(|| no_such(kind, id))?;
     let check = |snap: &Snapshot, idx: usize| check_if_match(headers, &resource_json(s, snap, kind, idx, &def, base));
     let r = match kind {
         Kind::User => s.dir.delete_user(c, backend, DeleteMode::Delete, check).await,
         Kind::Group => s.dir.delete_group(c, backend, check).await,
     };
-    r.map_err(|e| {
-        if e.status == StatusCode::NOT_FOUND {
-            ScimError::not_found(format!("{} {id} not found", kind.name()))
-        } else {
-            e
-        }
-    })?;
+    r.map_err(|e| named(kind, id, e))?;
     Ok(Reply { status: StatusCode::NO_CONTENT, body: None, location: None, etag: None })
 }
 

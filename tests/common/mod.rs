@@ -30,6 +30,22 @@ use ldap3_proto::proto::{
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+/// The demo tree's containers and its write-capable service account (`config/demo.toml`).
+pub const PEOPLE: &str = "ou=people,dc=example,dc=com";
+pub const GROUPS: &str = "ou=groups,dc=example,dc=com";
+pub const ADMIN_DN: &str = "cn=admin,ou=services,dc=example,dc=com";
+pub const ADMIN_PW: &str = "demo-admin";
+
+/// A user's DN in the demo tree.
+pub fn user_dn(login: &str) -> String {
+    format!("uid={login},{PEOPLE}")
+}
+
+/// A group's DN in the demo tree.
+pub fn group_dn(name: &str) -> String {
+    format!("cn={name},{GROUPS}")
+}
+
 /// Upper bound for any single wait on the server.
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const PAGED_OID: &str = "1.2.840.113556.1.4.319";
