@@ -51,6 +51,14 @@ impl Caller {
         }
     }
 
+    /// The source address (`source` may carry a port), for per-address throttling.
+    pub fn source_ip(&self) -> std::net::IpAddr {
+        self.source
+            .parse::<std::net::IpAddr>()
+            .or_else(|_| self.source.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
     /// The user this caller is, if it is one.
     pub fn user_id(&self) -> Option<&str> {
         match &self.principal {
@@ -189,5 +197,21 @@ impl Directory {
         } else {
             Err(DirectoryError::Denied(format!("{} may not {what}", caller.label)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_with_or_without_a_port() {
+        let mut c = Caller::system();
+        c.source = "192.0.2.7:50123".into();
+        assert_eq!(c.source_ip().to_string(), "192.0.2.7");
+        c.source = "[2001:db8::1]:389".into();
+        assert_eq!(c.source_ip().to_string(), "2001:db8::1");
+        c.source = "198.51.100.2".into();
+        assert_eq!(c.source_ip().to_string(), "198.51.100.2");
     }
 }

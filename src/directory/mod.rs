@@ -322,6 +322,31 @@ mod tests {
         assert_eq!(d.snapshot().unwrap().user_count(), 2);
     }
 
+    /// A change made in the backend and found by an incremental refresh is stamped no older than
+    /// the refresh, on both sides of a membership; entries it did not touch keep their time.
+    #[tokio::test]
+    async fn refreshes_move_times_forward_only_for_what_changed() {
+        let (d, b) = dir(SEED, |_| {});
+        d.refresh_full().await.unwrap();
+        let old = |login: &str| d.snapshot().unwrap().user_by_login(login).unwrap().modified;
+        let (alice_before, bob_before) = (old("alice"), old("bob"));
+        let bob = b.find_user_by_login("bob").await.unwrap().unwrap();
+        let devs = d.snapshot().unwrap().group_by_name("devs").unwrap().id.clone();
+        // The backend's own time for the change lies in the past, as a slow refresh would find it.
+        b.add_member(&devs, &bob.id).await.unwrap();
+        let seen = unix_now() as i64;
+        d.refresh_incremental().await.unwrap();
+        let s = d.snapshot().unwrap();
+        assert!(s.user_by_login("bob").unwrap().modified >= Some(seen), "bob's memberOf changed");
+        assert!(s.user_by_login("bob").unwrap().modified >= bob_before);
+        assert!(s.group_by_name("devs").unwrap().modified >= Some(seen), "the group's members changed");
+        assert_eq!(old("alice"), alice_before, "alice was not touched");
+        let g = s.generation;
+        d.refresh_incremental().await.unwrap();
+        assert_eq!(d.snapshot().unwrap().generation, g, "nothing new: same generation, same times");
+        assert!(d.snapshot().unwrap().user_by_login("bob").unwrap().modified >= Some(seen));
+    }
+
     #[tokio::test]
     async fn generation_stays_when_nothing_changed() {
         let (d, b) = dir(SEED, |_| {});

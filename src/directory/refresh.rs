@@ -91,21 +91,34 @@ impl Directory {
         // Writes acknowledged while we were fetching may be missing from what we fetched.
         let log = self.write_log.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
         let cur = self.snapshot.load_full();
+        // What an incremental fetch may have changed; `None` after a full one (compare everything).
+        let mut touched: Option<Touched> = None;
         let mut next = match (fetched, &cur) {
             (Fetched::Incremental(changed, groups), Some(cur)) => {
                 let mut next = (**cur).clone();
+                let mut t = Touched::default();
                 for u in changed {
+                    t.users.insert(u.id.clone());
                     next.put_user(Arc::new(u));
                 }
                 let listed: BTreeSet<String> = groups.iter().map(|g| g.id.clone()).collect();
-                let gone: Vec<String> =
-                    next.groups().filter(|(_, g)| !listed.contains(&g.id)).map(|(_, g)| g.id.clone()).collect();
-                for id in gone {
+                let gone: Vec<usize> =
+                    next.groups().filter(|(_, g)| !listed.contains(&g.id)).map(|(gi, _)| gi).collect();
+                for gi in gone {
+                    t.users.extend(next.members_of(gi).into_iter().map(|ui| next.user(ui).id.clone()));
+                    let id = next.group(gi).id.clone();
                     next.remove_group(&id);
+                    t.gone_groups = true;
                 }
                 for g in groups {
-                    next.put_group(Arc::new(g));
+                    let id = g.id.clone();
+                    let moved = next.put_group(Arc::new(g));
+                    if !moved.is_empty() {
+                        t.users.extend(moved.into_iter().map(|ui| next.user(ui).id.clone()));
+                        t.groups.insert(id);
+                    }
                 }
+                touched = Some(t);
                 next
             }
             (Fetched::Full(users, groups) | Fetched::Incremental(users, groups), _) => Snapshot::build(
@@ -119,7 +132,7 @@ impl Directory {
             apply_delta(&mut next, d);
         }
         let changed = match &cur {
-            Some(cur) => self.carry_times(cur, &mut next, unix_now() as i64),
+            Some(cur) => self.carry_times(cur, &mut next, unix_now() as i64, touched.as_ref()),
             None => true,
         };
         next.generation = match (&cur, changed) {
@@ -142,10 +155,12 @@ impl Directory {
     }
 
     /// Compares `next` with `cur`: unchanged entries keep their (possibly newer) time, changed and
-    /// new ones are stamped no older than `now`, and the state of users gone is forgotten. True
-    /// when anything changed.
-    fn carry_times(&self, cur: &Snapshot, next: &mut Snapshot, now: i64) -> bool {
+    /// new ones are stamped no older than `now`, and the state of users gone is forgotten. After an
+    /// incremental fetch only what it `touched` is compared; the other users are the very same
+    /// entries as in `cur`. True when anything changed.
+    fn carry_times(&self, cur: &Snapshot, next: &mut Snapshot, now: i64, touched: Option<&Touched>) -> bool {
         let mut changed = cur.user_count() != next.user_count() || cur.group_count() != next.group_count();
+        changed |= touched.is_some_and(|t| t.gone_groups);
         let group_ids = |s: &Snapshot, ui: usize| -> Vec<String> {
             s.groups_of(ui).into_iter().map(|g| s.group(g).id.clone()).collect()
         };
@@ -155,7 +170,12 @@ impl Directory {
             v
         };
         let mut users = Vec::new();
-        for (ui, u) in next.users() {
+        let candidates: Vec<usize> = match touched {
+            Some(t) => t.users.iter().filter_map(|id| next.user_index(id)).collect(),
+            None => next.users().map(|(ui, _)| ui).collect(),
+        };
+        for ui in candidates {
+            let u = next.user(ui);
             let same = cur.user_index(&u.id).map(|ci| {
                 let old = cur.user(ci);
                 let same = (Arc::ptr_eq(old, u) || same_user(old, u)) && group_ids(cur, ci) == group_ids(next, ui);
@@ -174,7 +194,11 @@ impl Directory {
         for (gi, g) in next.groups() {
             let same = cur.group_index(&g.id).map(|ci| {
                 let old = cur.group(ci);
-                let same = (Arc::ptr_eq(old, g) || same_group(old, g)) && member_ids(cur, ci) == member_ids(next, gi);
+                let members_same = match touched {
+                    Some(t) => !t.groups.contains(&g.id),
+                    None => member_ids(cur, ci) == member_ids(next, gi),
+                };
+                let same = (Arc::ptr_eq(old, g) || same_group(old, g)) && members_same;
                 (same, old.modified)
             });
             let time = match same {
@@ -192,11 +216,14 @@ impl Directory {
         for g in groups {
             next.put_group_fields(g);
         }
-        let gone: Vec<String> =
-            cur.users().filter(|(_, u)| next.user_index(&u.id).is_none()).map(|(_, u)| u.id.clone()).collect();
+        // Only a full fetch notices deleted users.
+        let gone: Vec<String> = match touched {
+            Some(_) => Vec::new(),
+            None => cur.users().filter(|(_, u)| next.user_index(&u.id).is_none()).map(|(_, u)| u.id.clone()).collect(),
+        };
         for id in gone {
             changed = true;
-            self.forget_state(&id, None);
+            self.forget_state(&id, false);
         }
         changed
     }
@@ -232,6 +259,16 @@ impl Directory {
             }
         })
     }
+}
+
+/// Entries an incremental fetch may have changed.
+#[derive(Default)]
+struct Touched {
+    /// Users fetched as changed, or whose group memberships changed.
+    users: BTreeSet<String>,
+    /// Groups whose member list changed.
+    groups: BTreeSet<String>,
+    gone_groups: bool,
 }
 
 /// Equal but for the modification time.

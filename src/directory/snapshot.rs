@@ -333,19 +333,23 @@ impl Snapshot {
         }
     }
 
-    /// Adds or replaces a group with exactly the members it lists (those that are users).
-    pub fn put_group(&mut self, g: Arc<Group>) -> usize {
+    /// Adds or replaces a group with exactly the members it lists (those that are users); returns
+    /// the slots of the users whose membership of it changed.
+    pub fn put_group(&mut self, g: Arc<Group>) -> Vec<usize> {
         let wanted: std::collections::BTreeSet<usize> = g.members.iter().filter_map(|m| self.user_index(m)).collect();
         let i = self.put_group_fields(g);
+        let mut changed = Vec::new();
         for u in self.members_of(i) {
-            if !wanted.contains(&u) {
-                self.set_member(i, u, false);
+            if !wanted.contains(&u) && self.set_member(i, u, false) {
+                changed.push(u);
             }
         }
         for u in wanted {
-            self.set_member(i, u, true);
+            if self.set_member(i, u, true) {
+                changed.push(u);
+            }
         }
-        i
+        changed
     }
 
     pub fn remove_group(&mut self, id: &str) -> bool {
@@ -448,13 +452,14 @@ mod tests {
     #[test]
     fn put_group_sets_exactly_the_listed_members() {
         let mut s = sample();
-        let g = s.put_group(Arc::new(Group {
+        let changed = s.put_group(Arc::new(Group {
             id: "1".into(),
             name: "Devs".into(),
             members: vec!["3".into()],
             ..Default::default()
         }));
-        assert_eq!(s.member_ids(g), vec!["3"]);
+        assert_eq!(changed.len(), 3, "alice and bob left, carol joined");
+        assert_eq!(s.member_ids(s.group_index("1").unwrap()), vec!["3"]);
         assert!(s.groups_of(s.user_index("2").unwrap()).is_empty());
     }
 }

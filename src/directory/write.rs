@@ -165,10 +165,10 @@ impl Directory {
             .collect()
     }
 
-    /// Forgets everything the gateway kept about an entity (`groups`: `None` for a user).
-    pub(super) fn forget_state(&self, id: &str, group: Option<()>) {
+    /// Forgets everything the gateway kept about a user or a group.
+    pub(super) fn forget_state(&self, id: &str, is_group: bool) {
         let namespaces: &[&str] =
-            if group.is_some() { &[NS_EXTERNAL_ID_GROUP] } else { &[NS_EXTERNAL_ID_USER, NS_DISPLAY_NAME] };
+            if is_group { &[NS_EXTERNAL_ID_GROUP] } else { &[NS_EXTERNAL_ID_USER, NS_DISPLAY_NAME] };
         for ns in namespaces {
             if let Err(e) = self.state.set(ns, id, "", None) {
                 tracing::warn!(error = %e, id, "could not forget gateway state of a deleted entity");
@@ -374,7 +374,7 @@ impl Directory {
             }
         }
         if let Some(old) = old {
-            let peer = caller.source.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            let peer = caller.source_ip();
             match self.authenticate_user(&target.login, old, peer).await? {
                 super::AuthOutcome::User(_) => {}
                 _ => return Err(DirectoryError::WrongPassword("the old password is wrong".into())),
@@ -416,7 +416,7 @@ impl Directory {
             if matches!(r, Ok(()) | Err(crate::backend::BackendError::NotFound(_))) {
                 self.evict_bind_cache(id);
                 self.login_lookups.invalidate_all();
-                self.forget_state(id, None);
+                self.forget_state(id, false);
                 self.apply(vec![Delta::DeleteUser(id.to_string())]);
             }
             Ok::<_, Outcome<E>>(r.map_err(DirectoryError::from)?)
@@ -566,7 +566,7 @@ impl Directory {
             check(&snap, gi).map_err(Outcome::Front)?;
             self.capable(self.capabilities().group_delete, "deleting groups")?;
             self.backend.delete_group(id).await.map_err(DirectoryError::from)?;
-            self.forget_state(id, Some(()));
+            self.forget_state(id, true);
             self.apply(vec![Delta::DeleteGroup(id.to_string())]);
             Ok::<_, Outcome<E>>(())
         }
