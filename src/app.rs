@@ -56,6 +56,7 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// Starts the gateway with the given backend (tests pass their own).
 pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyhow::Result<Running> {
+    crate::ldap::validate(&cfg.ldap).map_err(anyhow::Error::msg)?;
     let metrics = metrics_handle();
     match backend.probe().await {
         Ok(report) => {

@@ -1,10 +1,10 @@
 //! Command line: `serve`, `check-config`, `version`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, ConfigError, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "idgate", version, about = "LDAP and SCIM gateway in front of ERP user APIs")]
@@ -47,7 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => check_config(&config).await,
         Command::Serve { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = load_config(&config)?;
             init_logging(&cfg);
             let running = crate::app::start(cfg).await?;
             let stop = running.shutdown_sender();
@@ -75,8 +75,16 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
-    let cfg = match Config::load(path) {
+/// Reads and validates a config file, including the LDAP tree settings, which the LDAP front end
+/// checks.
+fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let cfg = Config::load(path)?;
+    crate::ldap::validate(&cfg.ldap).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+    Ok(cfg)
+}
+
+async fn check_config(path: &Path) -> anyhow::Result<()> {
+    let cfg = match load_config(path) {
         Ok(c) => c,
         Err(e) => {
             println!("config: INVALID\n  {e}");

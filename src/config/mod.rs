@@ -447,18 +447,9 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// Checks what the config module itself understands. The DN syntax of `ldap.base_dn` and the
+    /// `ldap.*_rdn` keys belongs to the LDAP front end, which checks it (`ldap::validate`).
     fn validate(&self) -> Result<(), String> {
-        crate::ldap::dn::Dn::parse(&self.ldap.base_dn).map_err(|e| format!("ldap.base_dn: {e}"))?;
-        for (key, rdn) in [
-            ("ldap.users_rdn", &self.ldap.users_rdn),
-            ("ldap.groups_rdn", &self.ldap.groups_rdn),
-            ("ldap.services_rdn", &self.ldap.services_rdn),
-        ] {
-            let dn = crate::ldap::dn::Dn::parse(rdn).map_err(|e| format!("{key}: {e}"))?;
-            if dn.len() != 1 {
-                return Err(format!("{key}: must be a single RDN such as ou=people, got {rdn:?}"));
-            }
-        }
         let mut names = std::collections::HashSet::new();
         for sa in &self.ldap.service_accounts {
             if sa.name.is_empty() || !names.insert(sa.name.to_ascii_lowercase()) {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::attrs::{GROUP_CLASSES, USER_CLASSES, USER_FIELDS};
 use super::dn::{Dn, escape_value};
 use super::matching::format_generalized_time;
 use super::schema::{self, AttrId};
@@ -157,11 +158,6 @@ fn posix_id(base: u32, id: &str) -> u32 {
             base.saturating_add((h % 1_000_000_000) as u32)
         }
     }
-}
-
-/// RFC 4646 language tags use hyphens; ERPs often store `fr_FR`.
-fn language_tag(locale: &str) -> String {
-    locale.replace('_', "-")
 }
 
 fn finish(e: &mut Entry) {
@@ -459,17 +455,22 @@ impl Dit {
                 None => Vec::new(),
             },
             "entryDN" => Dn::parse(v).ok().and_then(|d| self.find(&d)).into_iter().collect(),
-            "objectClass" => match v.to_ascii_lowercase().as_str() {
-                "top" => return None,
-                "person" | "organizationalperson" | "inetorgperson" | "posixaccount" => self.children(PEOPLE),
-                "groupofnames" | "groupofuniquenames" | "posixgroup" => self.children(GROUPS),
-                "domain" | "organization" | "organizationalunit" | "applicationprocess" => {
+            "objectClass" => {
+                let is = |classes: &[&str]| classes.iter().any(|c| c.eq_ignore_ascii_case(v));
+                if v.eq_ignore_ascii_case("top") {
+                    return None;
+                } else if is(USER_CLASSES) {
+                    self.children(PEOPLE)
+                } else if is(GROUP_CLASSES) {
+                    self.children(GROUPS)
+                } else if is(&["domain", "organization", "organizationalUnit", "applicationProcess"]) {
                     let mut out: Vec<usize> = (0..4).collect();
                     out.extend(self.children(SERVICES));
                     out
+                } else {
+                    Vec::new()
                 }
-                _ => Vec::new(),
-            },
+            }
             _ => return None,
         };
         let mut out = out;
@@ -484,22 +485,20 @@ fn user_entry(s: &DitSettings, u: &User, dn: String, ui: usize, uuid: u128) -> E
     let mut e =
         Entry { dn, ndn: String::new(), parent: None, kind: EntryKind::User(ui), attrs: Vec::with_capacity(28) };
     let full = u.full_name();
-    e.set(
-        "objectClass",
-        ["top", "person", "organizationalPerson", "inetOrgPerson", "posixAccount"].map(String::from).to_vec(),
-    );
+    e.set("objectClass", USER_CLASSES.iter().map(|c| c.to_string()).collect());
     e.set1("uid", u.login.clone());
     e.set1("cn", full.clone());
-    e.set1("sn", if u.last_name.trim().is_empty() { u.login.clone() } else { u.last_name.clone() });
-    e.set1("givenName", u.first_name.clone());
-    e.set1("displayName", full.clone());
-    e.set1("mail", u.email.clone());
-    e.set_opt("telephoneNumber", &u.phone);
-    e.set_opt("mobile", &u.mobile);
-    e.set_opt("title", &u.title);
-    e.set_opt("employeeNumber", &u.employee_number);
-    if let Some(l) = &u.locale {
-        e.set1("preferredLanguage", language_tag(l));
+    for f in USER_FIELDS {
+        let v = (f.get)(u);
+        match f.name {
+            // person requires sn: a user without a last name shows the login.
+            "sn" if v.trim().is_empty() => e.set1("sn", u.login.clone()),
+            _ => e.set1(f.name, v),
+        }
+        // displayName is derived like cn; entries list it right after givenName.
+        if f.name == "givenName" {
+            e.set1("displayName", full.clone());
+        }
     }
     e.set1("uidNumber", posix_id(s.uid_number_base, &u.id).to_string());
     e.set1("gidNumber", s.user_gid_number.to_string());
@@ -523,7 +522,7 @@ fn user_entry(s: &DitSettings, u: &User, dn: String, ui: usize, uuid: u128) -> E
 fn group_entry(s: &DitSettings, g: &Group, dn: String, gi: usize, uuid: u128) -> Entry {
     let mut e =
         Entry { dn, ndn: String::new(), parent: None, kind: EntryKind::Group(gi), attrs: Vec::with_capacity(16) };
-    e.set("objectClass", ["top", "groupOfNames", "groupOfUniqueNames", "posixGroup"].map(String::from).to_vec());
+    e.set("objectClass", GROUP_CLASSES.iter().map(|c| c.to_string()).collect());
     e.set1("cn", g.name.clone());
     e.set_opt("description", &g.description);
     e.set1("gidNumber", posix_id(s.gid_number_base, &g.id).to_string());

@@ -1,27 +1,24 @@
-//! One connection's protocol state and the handling of each request. The transport (server.rs)
+//! One connection's protocol state and the dispatch of each request. The transport (server.rs)
 //! feeds decoded messages in and writes the returned messages out; the session owns the bound
-//! identity and the open paged searches.
-
-mod write;
+//! identity and the open paged searches. Each operation's handler is in `super::ops`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ldap3_proto::control::LdapControl;
 use ldap3_proto::proto::{
-    LdapBindCred, LdapBindRequest, LdapBindResponse, LdapCompareRequest, LdapExtendedRequest, LdapExtendedResponse,
-    LdapMsg, LdapOp, LdapPartialAttribute, LdapResult, LdapResultCode as Code, LdapSearchRequest,
-    LdapSearchResultEntry, LdapSearchScope,
+    LdapBindCred, LdapBindResponse, LdapExtendedResponse, LdapMsg, LdapOp, LdapResult, LdapResultCode as Code,
+    LdapSearchScope,
 };
 
 use super::dit::{Dit, DitCache, DitSettings, Entry, EntryKind};
 use super::dn::Dn;
 use super::error::LdapError;
-use super::filter::{Filter, FilterError, Limits, Tri};
-use super::schema::{self, AttrId};
+use super::ops::{Reader, Selection};
+use super::schema;
 use crate::config::{LdapConfig, Rights};
-use crate::directory::{AuthOutcome, Caller, Directory, Principal, ReadScope};
+use crate::directory::{Caller, Directory, Principal};
 
 pub const OID_PAGED_RESULTS: &str = "1.2.840.113556.1.4.319";
 pub const OID_MANAGE_DSA_IT: &str = "2.16.840.1.113730.3.4.2";
@@ -34,9 +31,9 @@ pub struct LdapContext {
     pub dir: Arc<Directory>,
     pub dits: DitCache,
     pub cfg: LdapConfig,
-    root_dse: Entry,
-    schema_entry: Entry,
-    schema_dn: String,
+    pub(in crate::ldap) root_dse: Entry,
+    pub(in crate::ldap) schema_entry: Entry,
+    pub(in crate::ldap) schema_dn: String,
 }
 
 impl LdapContext {
@@ -114,7 +111,7 @@ impl Identity {
         }
     }
 
-    fn authz_id(&self) -> String {
+    pub(in crate::ldap) fn authz_id(&self) -> String {
         match self {
             Identity::Anonymous => String::new(),
             Identity::User { dn, .. } | Identity::Service { dn, .. } => format!("dn:{dn}"),
@@ -128,32 +125,33 @@ pub struct Reply {
     pub close: bool,
 }
 
-struct PagedSearch {
-    cookie: Vec<u8>,
-    fingerprint: String,
-    dit: Arc<Dit>,
-    results: Vec<usize>,
-    next: usize,
-    selection: Selection,
-    types_only: bool,
-    size_exceeded: bool,
+/// An open paged search, kept between pages: the entries it matched and how far it got.
+pub(in crate::ldap) struct PagedSearch {
+    pub(in crate::ldap) cookie: Vec<u8>,
+    pub(in crate::ldap) fingerprint: String,
+    pub(in crate::ldap) dit: Arc<Dit>,
+    pub(in crate::ldap) results: Vec<usize>,
+    pub(in crate::ldap) next: usize,
+    pub(in crate::ldap) selection: Selection,
+    pub(in crate::ldap) types_only: bool,
+    pub(in crate::ldap) size_exceeded: bool,
 }
 
 pub struct Session {
-    ctx: Arc<LdapContext>,
-    peer: SocketAddr,
+    pub(in crate::ldap) ctx: Arc<LdapContext>,
+    pub(in crate::ldap) peer: SocketAddr,
     /// The connection is encrypted (LDAPS, or after StartTLS).
-    tls: bool,
-    identity: Identity,
-    paged: Vec<PagedSearch>,
-    cookie_counter: u64,
+    pub(in crate::ldap) tls: bool,
+    pub(in crate::ldap) identity: Identity,
+    pub(in crate::ldap) paged: Vec<PagedSearch>,
+    pub(in crate::ldap) cookie_counter: u64,
 }
 
-fn res(code: Code, message: impl Into<String>) -> LdapResult {
+pub(in crate::ldap) fn res(code: Code, message: impl Into<String>) -> LdapResult {
     LdapResult { code, matcheddn: String::new(), message: message.into(), referral: Vec::new() }
 }
 
-fn err_res(e: LdapError) -> LdapResult {
+pub(in crate::ldap) fn err_res(e: LdapError) -> LdapResult {
     LdapResult { code: e.code, matcheddn: e.matched_dn, message: e.message, referral: Vec::new() }
 }
 
@@ -202,75 +200,6 @@ fn unsupported_critical(ctrls: &[LdapControl]) -> Option<String> {
         LdapControl::ExtendedDn { criticality: true, .. } => Some("1.2.840.113556.1.4.529".into()),
         _ => None,
     })
-}
-
-/// Which attributes a search asked for.
-#[derive(Debug, Clone)]
-struct Selection {
-    all_user: bool,
-    all_operational: bool,
-    explicit: Vec<AttrId>,
-}
-
-impl Selection {
-    fn parse(attrs: &[String]) -> Selection {
-        let mut s = Selection { all_user: attrs.is_empty(), all_operational: false, explicit: Vec::new() };
-        for a in attrs {
-            match a.trim() {
-                "*" => s.all_user = true,
-                "+" => s.all_operational = true,
-                // "1.1" means no attributes; "dn", "" and unknown names select nothing either.
-                other => {
-                    if let Some(id) = schema::lookup(other) {
-                        s.explicit.push(id);
-                    }
-                }
-            }
-        }
-        s
-    }
-
-    fn wants(&self, id: AttrId) -> bool {
-        let d = schema::def(id);
-        if d.name == "userPassword" {
-            return false;
-        }
-        self.explicit.contains(&id)
-            || (self.all_user && (!d.operational || d.in_user_set))
-            || (self.all_operational && d.operational)
-    }
-}
-
-/// Like `render`, but moves the values of an entry built for this request instead of copying them.
-fn render_cow(e: std::borrow::Cow<'_, Entry>, sel: &Selection, types_only: bool) -> LdapSearchResultEntry {
-    match e {
-        std::borrow::Cow::Borrowed(e) => render(e, sel, types_only, false),
-        std::borrow::Cow::Owned(e) => LdapSearchResultEntry {
-            dn: e.dn,
-            attributes: e
-                .attrs
-                .into_iter()
-                .filter(|(id, _)| sel.wants(*id))
-                .map(|(id, vals)| LdapPartialAttribute {
-                    atype: schema::def(id).name.to_string(),
-                    vals: if types_only { Vec::new() } else { vals.into_iter().map(String::into_bytes).collect() },
-                })
-                .collect(),
-        },
-    }
-}
-
-fn render(e: &Entry, sel: &Selection, types_only: bool, everything: bool) -> LdapSearchResultEntry {
-    let attributes = e
-        .attrs
-        .iter()
-        .filter(|(id, _)| sel.wants(*id) || (everything && sel.all_user))
-        .map(|(id, vals)| LdapPartialAttribute {
-            atype: schema::def(*id).name.to_string(),
-            vals: if types_only { Vec::new() } else { vals.iter().map(|v| v.as_bytes().to_vec()).collect() },
-        })
-        .collect();
-    LdapSearchResultEntry { dn: e.dn.clone(), attributes }
 }
 
 impl Session {
@@ -378,488 +307,23 @@ impl Session {
         }
     }
 
-    // ---- Bind -----------------------------------------------------------------------------
-
-    async fn bind(&mut self, b: &LdapBindRequest) -> LdapResult {
-        // A bind resets the connection to anonymous whatever its outcome (RFC 4511 §4.2.1).
-        self.identity = Identity::Anonymous;
-        self.paged.clear();
-        if b.version != 3 {
-            return res(Code::ProtocolError, format!("LDAP version {} is not supported; use version 3", b.version));
-        }
-        let password = match &b.cred {
-            LdapBindCred::Simple(p) => p.as_str(),
-            LdapBindCred::SASL(s) => {
-                return res(
-                    Code::AuthMethodNotSupported,
-                    format!("SASL mechanism {} is not supported; use a simple bind", s.mechanism),
-                );
-            }
-            LdapBindCred::Unsupported => return res(Code::AuthMethodNotSupported, "only simple binds are supported"),
-        };
-        let name = b.dn.trim();
-        match (name.is_empty(), password.is_empty()) {
-            (true, true) => return res(Code::Success, ""),
-            (false, true) => {
-                return res(
-                    Code::UnwillingToPerform,
-                    "unauthenticated bind (a name without a password) is not allowed",
-                );
-            }
-            (true, false) => return res(Code::UnwillingToPerform, "a password needs a bind name"),
-            _ => {}
-        }
-        let peer = self.peer.ip();
-        let s = self.ctx.settings().clone();
-        let target = self.resolve_bind_name(name, &s);
-        let outcome = match &target {
-            BindTarget::Service(n) => Ok(self.ctx.dir.authenticate_service(n, password, peer)),
-            BindTarget::User(login) => self.ctx.dir.authenticate_user(login, password, peer).await,
-            BindTarget::Nobody => {
-                // Same answer and same throttling as a wrong password, so names outside the tree
-                // reveal nothing. The NUL prefix cannot occur in a configured account name.
-                Ok(self.ctx.dir.authenticate_service(&format!("\u{0}{}", name.to_lowercase()), password, peer))
-            }
-        };
-        let result = match outcome {
-            Ok(AuthOutcome::User(u)) => {
-                self.identity = Identity::User { id: u.id.clone(), dn: s.user_dn(&u.login).to_string() };
-                res(Code::Success, "")
-            }
-            Ok(AuthOutcome::Service { name, access }) => {
-                self.identity = Identity::Service { dn: s.service_dn(&name).to_string(), name, access };
-                res(Code::Success, "")
-            }
-            Ok(AuthOutcome::Invalid) => res(Code::InvalidCredentials, "invalid credentials"),
-            Ok(AuthOutcome::Throttled(d)) => res(
-                Code::InvalidCredentials,
-                format!("too many failed binds for this name or address; try again in {} s", d.as_secs().max(1)),
-            ),
-            Err(e) => {
-                let e = LdapError::from(e);
-                tracing::warn!(peer = %self.peer, error = %e.message, "bind could not be checked");
-                res(if e.code == Code::InvalidCredentials { Code::Unavailable } else { e.code }, e.message)
-            }
-        };
-        tracing::info!(
-            target: "idgate::audit",
-            event = "bind",
-            peer = %self.peer,
-            name = %name,
-            result = ?result.code,
-        );
-        result
-    }
-
-    fn resolve_bind_name(&self, name: &str, s: &DitSettings) -> BindTarget {
-        if name.contains('=') {
-            let Ok(dn) = Dn::parse(name) else { return BindTarget::Nobody };
-            let Some(rdn) = dn.rdn().map(|r| r.first().clone()) else { return BindTarget::Nobody };
-            let parent = dn.parent().normalized();
-            if parent == s.services.normalized() && rdn.attr == "cn" {
-                return BindTarget::Service(rdn.value);
-            }
-            if parent == s.people.normalized() && rdn.attr == "uid" {
-                return BindTarget::User(rdn.value);
-            }
-            return BindTarget::Nobody;
-        }
-        if let Some((login, domain)) = name.rsplit_once('@') {
-            return match &self.ctx.cfg.bind_domain {
-                Some(d) if d.eq_ignore_ascii_case(domain) => BindTarget::User(login.to_string()),
-                _ => BindTarget::Nobody,
-            };
-        }
-        BindTarget::User(name.to_string())
-    }
-
     // ---- Access control -------------------------------------------------------------------
 
-    fn may_read_tree(&self) -> bool {
+    pub(in crate::ldap) fn may_read_tree(&self) -> bool {
         self.ctx.dir.may_read_tree(&self.identity.principal())
     }
 
     /// A reader for one search: what the bound identity may see in this tree.
-    fn reader<'a>(&'a self, dit: &'a Dit) -> Reader<'a> {
+    pub(in crate::ldap) fn reader<'a>(&'a self, dit: &'a Dit) -> Reader<'a> {
         Reader { scope: self.ctx.dir.read_scope(&self.identity.principal(), &dit.snapshot), dit }
     }
 
     /// The bound identity as the core's write API takes it.
-    pub(super) fn caller(&self) -> Caller {
+    pub(in crate::ldap) fn caller(&self) -> Caller {
         let label = match &self.identity {
             Identity::Anonymous => "anonymous".to_string(),
             Identity::User { dn, .. } | Identity::Service { dn, .. } => dn.clone(),
         };
         Caller { principal: self.identity.principal(), label, source: self.peer.to_string(), frontend: "ldap" }
     }
-
-    // ---- Search ---------------------------------------------------------------------------
-
-    async fn search(&mut self, msgid: i32, req: &LdapSearchRequest, ctrls: &[LdapControl]) -> Vec<LdapMsg> {
-        let done =
-            |r: LdapResult, ctrl: Vec<LdapControl>| LdapMsg::new_with_ctrls(msgid, LdapOp::SearchResultDone(r), ctrl);
-        let paging = ctrls.iter().find_map(|c| match c {
-            LdapControl::SimplePagedResults { size, cookie } => Some((*size, cookie.clone())),
-            _ => None,
-        });
-        let base = match Dn::parse(&req.base) {
-            Ok(d) => d,
-            Err(e) => return vec![done(res(Code::InvalidDNSyntax, e.to_string()), vec![])],
-        };
-        let selection = Selection::parse(&req.attrs);
-        let limits = Limits { max_depth: self.ctx.cfg.max_filter_depth, max_terms: self.ctx.cfg.max_filter_terms };
-        let filter = match Filter::compile(&req.filter, &limits) {
-            Ok(f) => f,
-            Err(e @ FilterError::UnknownRule(_)) => {
-                return vec![done(res(Code::InappropriateMatching, e.to_string()), vec![])];
-            }
-            Err(e) => {
-                let msg = format!("{e} (limits: ldap.max_filter_depth, ldap.max_filter_terms)");
-                return vec![done(res(Code::UnwillingToPerform, msg), vec![])];
-            }
-        };
-
-        // The Root DSE and the subschema entry are readable by everyone.
-        let special = if base.is_root() && req.scope == LdapSearchScope::Base {
-            Some((&self.ctx.root_dse, true))
-        } else if base.normalized() == self.ctx.schema_dn && req.scope == LdapSearchScope::Base {
-            Some((&self.ctx.schema_entry, false))
-        } else {
-            None
-        };
-        if let Some((entry, everything)) = special {
-            let mut out = Vec::new();
-            if filter.eval(entry) == Tri::True {
-                out.push(LdapMsg::new(
-                    msgid,
-                    LdapOp::SearchResultEntry(render(entry, &selection, req.typesonly, everything)),
-                ));
-            }
-            let ctrl = paging
-                .map(|_| vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }])
-                .unwrap_or_default();
-            out.push(done(res(Code::Success, ""), ctrl));
-            return out;
-        }
-        if !self.may_read_tree() {
-            return vec![done(
-                res(
-                    Code::InsufficentAccessRights,
-                    "anonymous clients may read only the Root DSE and cn=schema; bind first",
-                ),
-                vec![],
-            )];
-        }
-
-        let fingerprint = format!(
-            "{}|{:?}|{:?}|{:?}|{}|{}",
-            base.normalized(),
-            req.scope,
-            req.filter,
-            req.attrs,
-            req.sizelimit,
-            req.typesonly
-        );
-        if let Some((size, cookie)) = &paging
-            && !cookie.is_empty()
-        {
-            return self.continue_paged(msgid, *size, cookie, &fingerprint);
-        }
-
-        let snapshot = match self.ctx.dir.snapshot() {
-            Ok(s) => s,
-            Err(e) => return vec![done(err_res(e.into()), vec![])],
-        };
-        let dit = self.ctx.dits.get(snapshot);
-        let reader = self.reader(&dit);
-
-        let base_idx = if base.is_root() {
-            None
-        } else {
-            match dit.find(&base) {
-                Some(i) if reader.can_read(i) => Some(i),
-                _ => {
-                    let mut r = res(Code::NoSuchObject, format!("no entry {}", req.base));
-                    r.matcheddn = dit.matched_dn(&base);
-                    return vec![done(r, vec![])];
-                }
-            }
-        };
-
-        let time_limit = {
-            let server = self.ctx.cfg.time_limit;
-            let client = Duration::from_secs(req.timelimit.max(0) as u64);
-            match (client.is_zero(), server.is_zero()) {
-                (true, _) => server,
-                (false, true) => client,
-                (false, false) => client.min(server),
-            }
-        };
-        let deadline = (!time_limit.is_zero()).then(|| Instant::now() + time_limit);
-        let size_limit = match (req.sizelimit.max(0) as usize, self.ctx.cfg.size_limit) {
-            (0, s) => s,
-            (c, 0) => c,
-            (c, s) => c.min(s),
-        };
-
-        if let Some((size, _)) = paging {
-            // Paged searches keep entry numbers only; each page builds its entries.
-            let mut matched = Vec::new();
-            let timed_out = collect(&dit, &reader, &filter, base_idx, &req.scope, deadline, |i, _| {
-                matched.push(i);
-                true
-            });
-            let size_exceeded = size_limit > 0 && matched.len() > size_limit;
-            if size_exceeded {
-                matched.truncate(size_limit);
-            }
-            let mut p = PagedSearch {
-                cookie: Vec::new(),
-                fingerprint,
-                dit,
-                results: matched,
-                next: 0,
-                selection,
-                types_only: req.typesonly,
-                size_exceeded,
-            };
-            if timed_out {
-                let mut out = page(msgid, &mut p, usize::MAX);
-                out.push(done(
-                    res(Code::TimeLimitExceeded, "time limit exceeded"),
-                    vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }],
-                ));
-                return out;
-            }
-            return self.emit_page(msgid, p, size);
-        }
-
-        // Entries are rendered as they match, from the copy the filter just saw; the scan stops as
-        // soon as the size limit is known to be exceeded.
-        let mut out: Vec<LdapMsg> = Vec::new();
-        let mut size_exceeded = false;
-        let timed_out = collect(&dit, &reader, &filter, base_idx, &req.scope, deadline, |_, e| {
-            if size_limit > 0 && out.len() >= size_limit {
-                size_exceeded = true;
-                return false;
-            }
-            out.push(LdapMsg::new(msgid, LdapOp::SearchResultEntry(render_cow(e, &selection, req.typesonly))));
-            true
-        });
-        let r = if timed_out {
-            res(Code::TimeLimitExceeded, "time limit exceeded")
-        } else if size_exceeded {
-            res(Code::SizeLimitExceeded, format!("size limit of {size_limit} entries exceeded"))
-        } else {
-            res(Code::Success, "")
-        };
-        out.push(done(r, vec![]));
-        out
-    }
-
-    fn emit_page(&mut self, msgid: i32, mut p: PagedSearch, size: i64) -> Vec<LdapMsg> {
-        let page_size = if size <= 0 { usize::MAX } else { size as usize };
-        let mut out = page(msgid, &mut p, page_size);
-        let finished = p.next >= p.results.len();
-        let (code, msg) = if finished && p.size_exceeded {
-            (Code::SizeLimitExceeded, "size limit exceeded")
-        } else {
-            (Code::Success, "")
-        };
-        let cookie = if finished {
-            Vec::new()
-        } else {
-            self.cookie_counter += 1;
-            let mut c = self.cookie_counter.to_be_bytes().to_vec();
-            c.extend_from_slice(&rand::random::<[u8; 8]>());
-            p.cookie = c.clone();
-            if self.paged.len() >= self.ctx.cfg.max_paged_searches.max(1) {
-                self.paged.remove(0);
-            }
-            self.paged.push(p);
-            c
-        };
-        out.push(LdapMsg::new_with_ctrls(
-            msgid,
-            LdapOp::SearchResultDone(res(code, msg)),
-            vec![LdapControl::SimplePagedResults { size: 0, cookie }],
-        ));
-        out
-    }
-
-    fn continue_paged(&mut self, msgid: i32, size: i64, cookie: &[u8], fingerprint: &str) -> Vec<LdapMsg> {
-        let done = |r: LdapResult| {
-            LdapMsg::new_with_ctrls(
-                msgid,
-                LdapOp::SearchResultDone(r),
-                vec![LdapControl::SimplePagedResults { size: 0, cookie: Vec::new() }],
-            )
-        };
-        let Some(pos) = self.paged.iter().position(|p| p.cookie == cookie) else {
-            return vec![done(res(Code::UnwillingToPerform, "paged results cookie is invalid or expired"))];
-        };
-        let p = self.paged.remove(pos);
-        if p.fingerprint != fingerprint {
-            return vec![done(res(Code::UnwillingToPerform, "paged results cookie belongs to a different search"))];
-        }
-        if size == 0 {
-            // The client abandons the paged search.
-            return vec![done(res(Code::Success, ""))];
-        }
-        self.emit_page(msgid, p, size)
-    }
-
-    // ---- Compare --------------------------------------------------------------------------
-
-    fn compare(&self, c: &LdapCompareRequest) -> Result<LdapResult, LdapError> {
-        let dn = Dn::parse(&c.dn).map_err(|e| LdapError::new(Code::InvalidDNSyntax, e.to_string()))?;
-        if !self.may_read_tree() {
-            return Err(LdapError::new(Code::InsufficentAccessRights, "bind first"));
-        }
-        let Some(id) = schema::lookup(&c.atype) else {
-            return Err(LdapError::new(Code::UndefinedAttributeType, format!("unknown attribute {}", c.atype)));
-        };
-        if schema::def(id).name == "userPassword" {
-            return Err(LdapError::new(Code::InsufficentAccessRights, "userPassword cannot be compared"));
-        }
-        let value = String::from_utf8(c.val.clone())
-            .map_err(|_| LdapError::new(Code::InvalidAttributeSyntax, "the assertion value is not UTF-8"))?;
-        let snapshot = self.ctx.dir.snapshot()?;
-        let dit = self.ctx.dits.get(snapshot);
-        let reader = self.reader(&dit);
-        let idx = dit.find(&dn).filter(|&i| reader.can_read(i)).ok_or_else(|| {
-            let mut e = LdapError::new(Code::NoSuchObject, format!("no entry {}", c.dn));
-            e.matched_dn = dit.matched_dn(&dn);
-            e
-        })?;
-        let entry = dit.entry(idx);
-        if entry.get(id).is_none() {
-            return Err(LdapError::new(Code::NoSuchAttribute, format!("{} has no {}", c.dn, schema::def(id).name)));
-        }
-        Ok(match Filter::Equality(id, value).eval(&entry) {
-            Tri::True => res(Code::CompareTrue, ""),
-            _ => res(Code::CompareFalse, ""),
-        })
-    }
-
-    // ---- Extended -------------------------------------------------------------------------
-
-    fn extended(&self, x: &LdapExtendedRequest) -> LdapExtendedResponse {
-        match x.name.as_str() {
-            OID_WHOAMI => LdapExtendedResponse {
-                res: res(Code::Success, ""),
-                name: None,
-                value: Some(self.identity.authz_id().into_bytes()),
-            },
-            // RFC 4511 §4.14.2: a StartTLS request on a connection already protected by TLS.
-            OID_STARTTLS if self.tls => LdapExtendedResponse {
-                res: res(Code::OperationsError, "TLS is already established on this connection"),
-                name: Some(OID_STARTTLS.into()),
-                value: None,
-            },
-            OID_STARTTLS => LdapExtendedResponse {
-                res: res(Code::Unavailable, "StartTLS is not available on this listener"),
-                name: Some(OID_STARTTLS.into()),
-                value: None,
-            },
-            OID_PASSWORD_MODIFY => LdapExtendedResponse {
-                res: res(
-                    Code::UnwillingToPerform,
-                    "the password modify operation is not available in this idgate version",
-                ),
-                name: None,
-                value: None,
-            },
-            other => LdapExtendedResponse {
-                res: res(Code::ProtocolError, format!("unsupported extended operation {other}")),
-                name: None,
-                value: None,
-            },
-        }
-    }
-}
-
-enum BindTarget {
-    User(String),
-    Service(String),
-    Nobody,
-}
-
-/// Read access of one identity over one tree, as the core decides it.
-struct Reader<'a> {
-    scope: ReadScope,
-    dit: &'a Dit,
-}
-
-impl Reader<'_> {
-    fn can_read(&self, idx: usize) -> bool {
-        let snap = &self.dit.snapshot;
-        match self.dit.kind(idx) {
-            EntryKind::Container => self.scope.containers(),
-            EntryKind::User(ui) => self.scope.user(snap, ui),
-            EntryKind::Group(gi) => self.scope.group(snap, gi),
-            EntryKind::Service => self.scope.services(),
-        }
-    }
-}
-
-/// Hands each readable entry in scope that matches, in tree order, to `on_match` until it returns
-/// false; `true` when the deadline cut the scan short.
-fn collect(
-    dit: &Dit,
-    reader: &Reader,
-    filter: &Filter,
-    base: Option<usize>,
-    scope: &LdapSearchScope,
-    deadline: Option<Instant>,
-    mut on_match: impl FnMut(usize, std::borrow::Cow<'_, Entry>) -> bool,
-) -> bool {
-    // From the empty DN, one level is the naming context itself and subtree is everything.
-    let in_scope = |i: usize| -> bool {
-        match (base, scope) {
-            (None, LdapSearchScope::Base) => false,
-            (None, LdapSearchScope::OneLevel) => i == dit.base,
-            (None, _) => true,
-            (Some(b), LdapSearchScope::Base) => i == b,
-            (Some(b), LdapSearchScope::OneLevel) => dit.parent(i) == Some(b),
-            (Some(b), LdapSearchScope::Subtree) => dit.is_within(i, b),
-            (Some(b), LdapSearchScope::Children) => i != b && dit.is_within(i, b),
-        }
-    };
-    let candidates: Vec<usize> = match filter.candidates(dit) {
-        Some(c) => c.into_iter().filter(|&i| in_scope(i)).collect(),
-        None => match (base, scope) {
-            (Some(b), LdapSearchScope::Base) => vec![b],
-            (Some(b), LdapSearchScope::OneLevel) => dit.children(b),
-            (None, LdapSearchScope::OneLevel) => vec![dit.base],
-            _ => dit.all().into_iter().filter(|&i| in_scope(i)).collect(),
-        },
-    };
-    for (n, i) in candidates.into_iter().enumerate() {
-        if n % 512 == 511
-            && let Some(d) = deadline
-            && Instant::now() > d
-        {
-            return true;
-        }
-        if reader.can_read(i) {
-            let e = dit.entry(i);
-            if filter.matches(&e) && !on_match(i, e) {
-                break;
-            }
-        }
-    }
-    false
-}
-
-fn page(msgid: i32, p: &mut PagedSearch, size: usize) -> Vec<LdapMsg> {
-    let end = p.next.saturating_add(size).min(p.results.len());
-    let out = p.results[p.next..end]
-        .iter()
-        .map(|&i| {
-            LdapMsg::new(msgid, LdapOp::SearchResultEntry(render_cow(p.dit.entry(i), &p.selection, p.types_only)))
-        })
-        .collect();
-    p.next = end;
-    out
 }
