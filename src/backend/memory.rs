@@ -79,6 +79,8 @@ pub struct SeedGroup {
 #[derive(Default)]
 struct State {
     users: BTreeMap<u64, User>,
+    /// ASCII-lower-cased login -> id, so uniqueness checks and lookups by login are no scans.
+    logins: std::collections::HashMap<String, u64>,
     hashes: BTreeMap<u64, String>,
     groups: BTreeMap<u64, Group>,
     next_user: u64,
@@ -144,6 +146,7 @@ impl MemoryBackend {
                 if let Some(h) = hash {
                     st.hashes.insert(id, h);
                 }
+                st.logins.insert(su.login.to_ascii_lowercase(), id);
                 st.users.insert(
                     id,
                     User {
@@ -202,7 +205,7 @@ impl MemoryBackend {
 }
 
 fn login_taken(st: &State, login: &str, except: Option<u64>) -> bool {
-    st.users.iter().any(|(id, u)| Some(*id) != except && u.login.eq_ignore_ascii_case(login))
+    st.logins.get(&login.to_ascii_lowercase()).is_some_and(|id| Some(*id) != except)
 }
 
 fn group_taken(st: &State, name: &str, except: Option<u64>) -> bool {
@@ -244,7 +247,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn find_user_by_login(&self, login: &str) -> BackendResult<Option<User>> {
-        Ok(self.read()?.users.values().find(|u| u.login.eq_ignore_ascii_case(login)).cloned())
+        let st = self.read()?;
+        Ok(st.logins.get(&login.to_ascii_lowercase()).and_then(|id| st.users.get(id)).cloned())
     }
 
     async fn list_groups(&self) -> BackendResult<Vec<Group>> {
@@ -289,6 +293,7 @@ impl Backend for MemoryBackend {
         if let Some(h) = hash {
             st.hashes.insert(id, h);
         }
+        st.logins.insert(user.login.to_ascii_lowercase(), id);
         st.users.insert(id, user.clone());
         Ok(user)
     }
@@ -302,15 +307,20 @@ impl Backend for MemoryBackend {
             return Err(BackendError::Conflict(format!("login {login} already exists")));
         }
         let u = st.users.get_mut(&nid).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        let old_login = u.login.to_ascii_lowercase();
         *u = changes.apply_to(u);
         u.modified = Some(now());
-        Ok(u.clone())
+        let u = u.clone();
+        st.logins.remove(&old_login);
+        st.logins.insert(u.login.to_ascii_lowercase(), nid);
+        Ok(u)
     }
 
     async fn delete_user(&self, id: &str) -> BackendResult<()> {
         let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
         let mut st = self.write()?;
-        st.users.remove(&nid).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        let gone = st.users.remove(&nid).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        st.logins.remove(&gone.login.to_ascii_lowercase());
         st.hashes.remove(&nid);
         for g in st.groups.values_mut() {
             g.members.retain(|m| m != id);
@@ -440,6 +450,25 @@ mod tests {
                 "groups":[{"name":"devs","members":["alice","bob"]}]}"#,
         )
         .unwrap()
+    }
+
+    /// The login index follows creates, renames and deletes.
+    #[tokio::test]
+    async fn logins_are_unique_case_insensitively_through_renames_and_deletes() {
+        let b = MemoryBackend::from_seed(seed()).unwrap();
+        let new = |login: &str| NewUser { login: login.into(), ..Default::default() };
+        assert!(matches!(b.create_user(&new("ALICE")).await, Err(BackendError::Conflict(_))));
+        let alice = b.find_user_by_login("Alice").await.unwrap().unwrap();
+        b.update_user(&alice.id, &UserChanges { login: Some("alicia".into()), ..Default::default() }).await.unwrap();
+        assert!(b.find_user_by_login("alice").await.unwrap().is_none());
+        assert_eq!(b.find_user_by_login("ALICIA").await.unwrap().unwrap().id, alice.id);
+        let bob = b.find_user_by_login("bob").await.unwrap().unwrap();
+        let e = b.update_user(&bob.id, &UserChanges { login: Some("Alicia".into()), ..Default::default() }).await;
+        assert!(matches!(e, Err(BackendError::Conflict(_))));
+        b.create_user(&new("alice")).await.unwrap();
+        b.delete_user(&alice.id).await.unwrap();
+        assert!(b.find_user_by_login("alicia").await.unwrap().is_none());
+        b.create_user(&new("alicia")).await.unwrap();
     }
 
     #[tokio::test]

@@ -52,6 +52,11 @@ pub fn fold(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
+/// `a` lower-cased equals `lower` (already lower case), without allocating.
+fn eq_lower(a: &str, lower: &str) -> bool {
+    a.chars().flat_map(char::to_lowercase).eq(lower.chars())
+}
+
 fn hash(s: &str) -> u64 {
     // Per process, so nobody can precompute colliding names.
     static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
@@ -185,7 +190,7 @@ impl Snapshot {
     /// Case-insensitive.
     pub fn user_index_by_login(&self, login: &str) -> Option<usize> {
         let key = login.to_lowercase();
-        range(&self.user_by_login, &key).find(|&i| self.user_at(i).is_some_and(|u| u.login.to_lowercase() == key))
+        range(&self.user_by_login, &key).find(|&i| self.user_at(i).is_some_and(|u| eq_lower(&u.login, &key)))
     }
     pub fn user_by_login(&self, login: &str) -> Option<&Arc<User>> {
         self.user_index_by_login(login).map(|i| self.user(i))
@@ -194,7 +199,7 @@ impl Snapshot {
     pub fn user_indexes_by_email(&self, email: &str) -> Vec<usize> {
         let key = email.to_lowercase();
         range(&self.user_by_email, &key)
-            .filter(|&i| self.user_at(i).is_some_and(|u| u.email.to_lowercase() == key))
+            .filter(|&i| self.user_at(i).is_some_and(|u| eq_lower(&u.email, &key)))
             .collect()
     }
     /// Case-insensitive, spaces folded.
@@ -206,7 +211,7 @@ impl Snapshot {
     }
     pub fn group_index_by_name(&self, name: &str) -> Option<usize> {
         let key = name.to_lowercase();
-        range(&self.group_by_name, &key).find(|&i| self.group_at(i).is_some_and(|g| g.name.to_lowercase() == key))
+        range(&self.group_by_name, &key).find(|&i| self.group_at(i).is_some_and(|g| eq_lower(&g.name, &key)))
     }
     pub fn group_by_name(&self, name: &str) -> Option<&Arc<Group>> {
         self.group_index_by_name(name).map(|i| self.group(i))

@@ -137,6 +137,8 @@ struct Fixed {
     statics: Vec<Entry>,
     /// `,ou=people,<base>`: a user's DN is `uid=<escaped login>` followed by this.
     people_suffix: String,
+    /// `,ou=groups,<base>`, likewise for groups.
+    groups_suffix: String,
     /// entryUUID -> index in `statics`.
     by_uuid: HashMap<u128, usize>,
 }
@@ -214,7 +216,13 @@ impl Fixed {
                 Some((u.as_u128(), i))
             })
             .collect();
-        Fixed { settings: settings.clone(), statics, people_suffix: format!(",{}", settings.people), by_uuid }
+        Fixed {
+            settings: settings.clone(),
+            statics,
+            people_suffix: format!(",{}", settings.people),
+            groups_suffix: format!(",{}", settings.groups),
+            by_uuid,
+        }
     }
 }
 
@@ -279,7 +287,7 @@ impl Dit {
     }
 
     fn group_dn(&self, gi: usize) -> String {
-        self.fixed.settings.group_dn(&self.snapshot.group(gi).name).to_string()
+        format!("cn={}{}", escape_value(&self.snapshot.group(gi).name), self.fixed.groups_suffix)
     }
 
     /// The entry, built from the snapshot when it is a user or a group. `idx` must exist.
