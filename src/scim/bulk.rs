@@ -5,15 +5,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::ScimError;
 use super::filter::get_ci;
 use super::schema::{BULK_RESPONSE_URN, Kind};
-use super::{Authed, Change, Reply, ScimState, read_json, scim_json};
+use super::service::{self, Change, Reply};
+use super::{Authed, ScimBody, ScimState, scim_json};
 use crate::directory::Caller;
 
 struct BulkOp {
@@ -145,25 +146,25 @@ async fn run_one(
         Some(h)
     });
     match (&op.method, id) {
-        (&Method::POST, None) => super::create(s, p, kind, need_data()?, base).await,
+        (&Method::POST, None) => service::create(s, p, kind, need_data()?, base).await,
         (&Method::PUT, Some(id)) => {
-            super::modify(s, p, kind, &id, Change::Replace(need_data()?), headers.as_ref(), base).await
+            service::modify(s, p, kind, &id, Change::Replace(need_data()?), headers.as_ref(), base).await
         }
         (&Method::PATCH, Some(id)) => {
-            super::modify(s, p, kind, &id, Change::Patch(need_data()?), headers.as_ref(), base).await
+            service::modify(s, p, kind, &id, Change::Patch(need_data()?), headers.as_ref(), base).await
         }
-        (&Method::DELETE, Some(id)) => super::remove(s, p, kind, &id, headers.as_ref(), base).await,
+        (&Method::DELETE, Some(id)) => service::remove(s, p, kind, &id, headers.as_ref(), base).await,
         _ => Err(ScimError::bad_request("invalidPath", format!("{} {path}: wrong path for this method", op.method))),
     }
 }
 
-pub async fn handle(State(s): State<Arc<ScimState>>, Authed(p): Authed, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let base = s.base(&parts.headers);
-    let body = match read_json(&s, &parts.headers, body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+pub async fn handle(
+    State(s): State<Arc<ScimState>>,
+    Authed(p): Authed,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Response {
+    let base = s.base(&headers);
     let (ops, fail_on_errors) = match parse_ops(&body, s.cfg.bulk_max_operations) {
         Ok(x) => x,
         Err(e) => return e.into_response(),

@@ -1,0 +1,386 @@
+//! The SCIM operations: a parsed request in, a `Reply` out, through the directory core. The HTTP
+//! handlers and `/Bulk` both call these, so a Bulk operation gets the same checks as its request.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::ScimState;
+use super::error::ScimError;
+use super::filter::{self, AttrRef};
+use super::patch;
+use super::resource::{self, UserFields};
+use super::schema::{Kind, LIST_URN, ResourceDef};
+use crate::config::DeleteMode;
+use crate::directory::{Caller, GroupEdit, GroupSpec, Snapshot, UserEdit, UserSpec};
+use crate::model::{NewGroup, NewUser};
+
+/// An operation's outcome, before it becomes an HTTP response or a Bulk operation result.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Option<Value>,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+}
+
+impl Reply {
+    fn resource(status: StatusCode, v: Value) -> Reply {
+        let location = v["meta"]["location"].as_str().map(String::from);
+        let etag = v["meta"]["version"].as_str().map(String::from);
+        Reply { status, body: Some(v), location, etag }
+    }
+}
+
+/// Query parameters of a list or get.
+#[derive(Debug, Default, Clone)]
+pub struct Query {
+    filter: Option<String>,
+    sort_by: Option<String>,
+    descending: bool,
+    start_index: Option<i64>,
+    count: Option<i64>,
+    attributes: Vec<AttrRef>,
+    excluded: Vec<AttrRef>,
+}
+
+impl Query {
+    pub(super) fn from_raw(raw: Option<&str>) -> Result<Query, ScimError> {
+        let mut q = Query::default();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            q.set(&k, Value::String(v.into_owned()))?;
+        }
+        Ok(q)
+    }
+
+    pub(super) fn from_search(body: &Value) -> Result<Query, ScimError> {
+        let mut q = Query::default();
+        let obj = body.as_object().ok_or_else(|| ScimError::invalid_syntax("a SearchRequest must be an object"))?;
+        for (k, v) in obj {
+            if !k.eq_ignore_ascii_case("schemas") {
+                q.set(k, v.clone())?;
+            }
+        }
+        Ok(q)
+    }
+
+    fn set(&mut self, k: &str, v: Value) -> Result<(), ScimError> {
+        let text = |v: &Value| -> Result<String, ScimError> {
+            match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Array(a) => Ok(a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")),
+                _ => Err(ScimError::invalid_value(format!("{k} has the wrong type"))),
+            }
+        };
+        let int = |v: &Value| -> Result<i64, ScimError> {
+            text(v)?.trim().parse::<i64>().map_err(|_| ScimError::invalid_value(format!("{k} must be an integer")))
+        };
+        match k.to_ascii_lowercase().as_str() {
+            "filter" => self.filter = Some(text(&v)?),
+            "sortby" => self.sort_by = Some(text(&v)?),
+            "sortorder" => self.descending = text(&v)?.eq_ignore_ascii_case("descending"),
+            "startindex" => self.start_index = Some(int(&v)?),
+            "count" => self.count = Some(int(&v)?),
+            "attributes" => self.attributes = resource::parse_attr_list(&text(&v)?)?,
+            "excludedattributes" => self.excluded = resource::parse_attr_list(&text(&v)?)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `attributes` and `excludedAttributes` applied to a resource.
+    pub(super) fn project(&self, v: Value, def: &ResourceDef) -> Value {
+        resource::project(v, def, &self.attributes, &self.excluded)
+    }
+}
+
+fn resource_json(s: &ScimState, snap: &Snapshot, kind: Kind, idx: usize, def: &ResourceDef, base: &str) -> Value {
+    match kind {
+        Kind::User => resource::user_json(snap, idx, def, base, &s.dir),
+        Kind::Group => resource::group_json(snap, idx, base, &s.dir),
+    }
+}
+
+/// Candidate indexes for a filter: the snapshot's indexes for `userName`/`id`/`externalId`/
+/// `emails`/`displayName` equality, everything otherwise. Candidates are still checked in full.
+fn candidates(s: &ScimState, snap: &Snapshot, kind: Kind, f: Option<&filter::Filter>) -> Vec<usize> {
+    let all = || -> Vec<usize> {
+        match kind {
+            Kind::User => snap.users().map(|(i, _)| i).collect(),
+            Kind::Group => snap.groups().map(|(i, _)| i).collect(),
+        }
+    };
+    let Some((key, v)) = f.and_then(filter::indexed_eq) else { return all() };
+    match (kind, key.as_str()) {
+        (Kind::User, "username") => snap.user_index_by_login(v).into_iter().collect(),
+        (Kind::User, "id") => snap.user_index(v).into_iter().collect(),
+        (Kind::User, "emails" | "emails.value") => snap.user_indexes_by_email(v),
+        (Kind::Group, "displayname") => snap.group_index_by_name(v).into_iter().collect(),
+        (Kind::Group, "id") => resource::backend_id(kind, v).and_then(|b| snap.group_index(b)).into_iter().collect(),
+        (k, "externalid") => {
+            let mut ids = s.dir.with_external_id(snap, k == Kind::Group, v);
+            ids.sort_unstable();
+            ids
+        }
+        _ => all(),
+    }
+}
+
+fn matching(s: &ScimState, kind: Kind, q: &Query, base: &str) -> Result<Vec<Value>, ScimError> {
+    let snap = s.dir.snapshot()?;
+    let def = s.def(kind);
+    let f = q.filter.as_deref().map(|t| filter::parse_filter(t, s.limits())).transpose()?;
+    if let Some(f) = &f {
+        filter::validate(f, &def)?;
+    }
+    let mut out = Vec::new();
+    for idx in candidates(s, &snap, kind, f.as_ref()) {
+        let v = resource_json(s, &snap, kind, idx, &def, base);
+        if f.as_ref().is_none_or(|f| filter::matches(f, &def, &v)) {
+            out.push(v);
+        }
+    }
+    if let Some(sort_by) = &q.sort_by {
+        let r = filter::split_attr(sort_by)
+            .ok_or_else(|| ScimError::invalid_value(format!("sortBy: invalid attribute {sort_by:?}")))?;
+        let key = |v: &Value| filter::sort_key(&def, v, &r);
+        // Stable: ties keep id order; resources without the attribute sort last.
+        out.sort_by(|a, b| match (key(a), key(b)) {
+            (Some(x), Some(y)) => {
+                if q.descending {
+                    y.cmp(&x)
+                } else {
+                    x.cmp(&y)
+                }
+            }
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+    }
+    Ok(out)
+}
+
+fn page(s: &ScimState, q: &Query, found: Vec<(Value, ResourceDef)>) -> Result<Value, ScimError> {
+    let max = s.cfg.max_results;
+    let count = match q.count {
+        Some(c) if c as i128 > max as i128 => {
+            return Err(ScimError::bad_request("tooMany", format!("count {c} is above maxResults {max}")));
+        }
+        Some(c) => c.max(0) as usize,
+        None => max,
+    };
+    let start = q.start_index.unwrap_or(1).max(1) as usize;
+    let total = found.len();
+    let resources: Vec<Value> =
+        found.into_iter().skip(start - 1).take(count).map(|(v, def)| q.project(v, &def)).collect();
+    Ok(json!({
+        "schemas": [LIST_URN],
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    }))
+}
+
+pub fn list(s: &ScimState, kinds: &[Kind], q: &Query, base: &str) -> Result<Reply, ScimError> {
+    let mut found = Vec::new();
+    for &k in kinds {
+        let def = s.def(k);
+        found.extend(matching(s, k, q, base)?.into_iter().map(|v| (v, def.clone())));
+    }
+    Ok(Reply { status: StatusCode::OK, body: Some(page(s, q, found)?), location: None, etag: None })
+}
+
+fn current(s: &ScimState, kind: Kind, id: &str, base: &str) -> Result<(Arc<Snapshot>, usize, Value), ScimError> {
+    let snap = s.dir.snapshot()?;
+    let idx = resource::backend_id(kind, id)
+        .and_then(|b| match kind {
+            Kind::User => snap.user_index(b),
+            Kind::Group => snap.group_index(b),
+        })
+        .ok_or_else(|| no_such(kind, id))?;
+    let v = resource_json(s, &snap, kind, idx, &s.def(kind), base);
+    Ok((snap, idx, v))
+}
+
+fn etag_matches(header: &str, version: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    header.split(',').any(|t| t.trim() == "*" || strip(t) == strip(version))
+}
+
+fn check_if_match(headers: Option<&HeaderMap>, v: &Value) -> Result<(), ScimError> {
+    let Some(h) = headers.and_then(|h| h.get(header::IF_MATCH)).and_then(|h| h.to_str().ok()) else { return Ok(()) };
+    let version = v["meta"]["version"].as_str().unwrap_or("");
+    if etag_matches(h, version) {
+        Ok(())
+    } else {
+        Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            format!("If-Match {h} does not match the current version {version}"),
+        ))
+    }
+}
+
+pub fn get_one(
+    s: &ScimState,
+    kind: Kind,
+    id: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    base: &str,
+) -> Result<Reply, ScimError> {
+    let (_, _, v) = current(s, kind, id, base)?;
+    let version = v["meta"]["version"].as_str().unwrap_or("").to_string();
+    if let Some(h) = headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok())
+        && etag_matches(h, &version)
+    {
+        return Ok(Reply { status: StatusCode::NOT_MODIFIED, body: None, location: None, etag: Some(version) });
+    }
+    let def = s.def(kind);
+    let mut r = Reply::resource(StatusCode::OK, v);
+    r.body = r.body.map(|b| q.project(b, &def));
+    Ok(r)
+}
+
+pub async fn create(s: &ScimState, c: &Caller, kind: Kind, body: &Value, base: &str) -> Result<Reply, ScimError> {
+    let id = match kind {
+        Kind::User => {
+            let (f, password) = resource::user_fields(body, &s.def(kind))?;
+            let new = NewUser {
+                login: f.login,
+                first_name: f.given,
+                last_name: f.family,
+                email: f.email,
+                phone: f.phone,
+                mobile: f.mobile,
+                title: f.title,
+                employee_number: f.employee_number,
+                locale: f.locale,
+                active: f.active.unwrap_or(true),
+                admin: false,
+                password,
+            };
+            let spec = UserSpec { new, external_id: f.external_id, display_name: f.display_name };
+            s.dir.create_user(c, spec).await?.id.clone()
+        }
+        Kind::Group => {
+            let f = resource::group_fields(body)?;
+            let new = NewGroup { name: f.name, description: None, members: f.members };
+            s.dir.create_group(c, GroupSpec { new, external_id: f.external_id }).await?.id.clone()
+        }
+    };
+    let (_, _, v) = current(s, kind, &resource::scim_id(kind, &id), base)?;
+    Ok(Reply::resource(StatusCode::CREATED, v))
+}
+
+fn no_such(kind: Kind, id: &str) -> ScimError {
+    ScimError::not_found(format!("{} {id} not found", kind.name()))
+}
+
+/// A "not found" from the core names the resource by its SCIM id, as the client asked for it.
+fn named(kind: Kind, id: &str, e: ScimError) -> ScimError {
+    if e.status == StatusCode::NOT_FOUND { no_such(kind, id) } else { e }
+}
+
+/// How a write was asked for: a full replacement (PUT) or a PatchOp.
+pub enum Change<'a> {
+    Replace(&'a Value),
+    Patch(&'a Value),
+}
+
+/// PUT and PATCH: the core runs `decide` under its lock for the resource, on the state current
+/// then; the new representation is computed on a copy, translated to an edit, and the core applies
+/// and checks it.
+pub async fn modify(
+    s: &ScimState,
+    c: &Caller,
+    kind: Kind,
+    id: &str,
+    change: Change<'_>,
+    headers: Option<&HeaderMap>,
+    base: &str,
+) -> Result<Reply, ScimError> {
+    let ops = match change {
+        Change::Patch(body) => Some(patch::parse(body)?),
+        Change::Replace(_) => None,
+    };
+    let def = s.def(kind);
+    let backend = resource::backend_id(kind, id).ok_or_else(|| no_such(kind, id))?;
+    let target = |snap: &Snapshot, idx: usize| -> Result<Value, ScimError> {
+        let cur = resource_json(s, snap, kind, idx, &def, base);
+        check_if_match(headers, &cur)?;
+        match (&change, &ops) {
+            (Change::Patch(_), Some(ops)) => {
+                let mut doc = cur;
+                patch::apply(&mut doc, ops, &def, s.limits())?;
+                Ok(doc)
+            }
+            (Change::Replace(body), _) | (Change::Patch(body), None) => Ok((*body).clone()),
+        }
+    };
+    match kind {
+        Kind::User => {
+            let employee_number = s.dir.capabilities().employee_number;
+            s.dir
+                .edit_user(c, backend, |snap, idx| {
+                    let doc = target(snap, idx)?;
+                    let user = snap.user(idx);
+                    let old = UserFields::of(user, &s.dir.attached_user(user));
+                    let (mut new, password) = resource::user_fields(&doc, &def)?;
+                    if new.active.is_none() {
+                        new.active = old.active;
+                    }
+                    Ok::<_, ScimError>(UserEdit {
+                        changes: new.changes_from(&old, employee_number),
+                        password,
+                        old_password: None,
+                        external_id: (new.external_id != old.external_id).then(|| new.external_id.clone()),
+                        display_name: (new.display_name != old.display_name).then(|| new.display_name.clone()),
+                    })
+                })
+                .await
+                .map_err(|e| named(kind, id, e))?;
+        }
+        Kind::Group => {
+            s.dir
+                .edit_group(c, backend, |snap, gi| {
+                    let doc = target(snap, gi)?;
+                    let new = resource::group_fields(&doc)?;
+                    let old_external = s.dir.group_external_id(snap.group(gi));
+                    Ok::<_, ScimError>(GroupEdit {
+                        name: Some(new.name),
+                        description: None,
+                        members: Some(new.members.into_iter().collect()),
+                        external_id: (new.external_id != old_external).then_some(new.external_id),
+                    })
+                })
+                .await
+                .map_err(|e| named(kind, id, e))?;
+        }
+    }
+    let (_, _, v) = current(s, kind, id, base)?;
+    Ok(Reply::resource(StatusCode::OK, v))
+}
+
+pub async fn remove(
+    s: &ScimState,
+    c: &Caller,
+    kind: Kind,
+    id: &str,
+    headers: Option<&HeaderMap>,
+    base: &str,
+) -> Result<Reply, ScimError> {
+    let def = s.def(kind);
+    let backend = resource::backend_id(kind, id).ok_or_else(|| no_such(kind, id))?;
+    let check = |snap: &Snapshot, idx: usize| check_if_match(headers, &resource_json(s, snap, kind, idx, &def, base));
+    let r = match kind {
+        Kind::User => s.dir.delete_user(c, backend, DeleteMode::Delete, check).await,
+        Kind::Group => s.dir.delete_group(c, backend, check).await,
+    };
+    r.map_err(|e| named(kind, id, e))?;
+    Ok(Reply { status: StatusCode::NO_CONTENT, body: None, location: None, etag: None })
+}
