@@ -994,3 +994,40 @@ async fn get_ok(s: &Scim, path: &str) -> Value {
     assert_eq!(r.status, 200, "GET {path}: {r}");
     r.body
 }
+
+/// A member added in the ERP since the last refresh is not in the cache. A SCIM removal of it
+/// answered 200 must still reach the ERP, in both request forms clients use.
+#[tokio::test]
+async fn acknowledged_removals_reach_the_backend_even_when_the_cache_is_behind() {
+    let demo = common::start_demo_full().await;
+    let s = Scim::new(demo.running.http_addr);
+    let g = s.post("/Groups", json!({"displayName": "behind"})).await;
+    assert_eq!(g.status, 201, "{g}");
+    let (gid, backend_gid) = (g.id(), g.id().trim_start_matches('g').to_string());
+    let mut ids = Vec::new();
+    for login in ["behind1", "behind2"] {
+        let r = s.post("/Users", new_user(login)).await;
+        assert_eq!(r.status, 201, "{r}");
+        ids.push(r.id());
+        // Straight into the ERP, behind the gateway's back.
+        demo.backend.add_member(&backend_gid, &r.id()).await.expect("backend add");
+    }
+    let in_backend = |id: String| {
+        let b = demo.backend.clone();
+        let gid = backend_gid.clone();
+        async move { b.get_group(&gid).await.unwrap().unwrap().members.contains(&id) }
+    };
+    let r = s
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", ids[0])}]),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 204, "filter form: {r}");
+    assert!(!in_backend(ids[0].clone()).await, "filter-form removal answered {} but never reached the ERP", r.status);
+    let r = s
+        .patch(&format!("/Groups/{gid}"), json!([{"op": "remove", "path": "members", "value": [{"value": ids[1]}]}]))
+        .await;
+    assert!(r.status == 200 || r.status == 204, "value form: {r}");
+    assert!(!in_backend(ids[1].clone()).await, "value-form removal answered {} but never reached the ERP", r.status);
+}

@@ -82,6 +82,9 @@ pub struct GroupEdit {
     pub description: Option<Option<String>>,
     /// The complete member set wanted (backend user ids); `None` leaves the members alone.
     pub members: Option<BTreeSet<String>>,
+    /// Users the client explicitly asked to remove. One the cache does not list as a member (added
+    /// in the ERP since the last refresh) is still removed in the backend, which is the judge.
+    pub removals: BTreeSet<String>,
     pub external_id: Option<Option<String>>,
 }
 
@@ -489,6 +492,14 @@ impl Directory {
             }
             None => (Vec::new(), Vec::new()),
         };
+        // Explicit removals the cache cannot confirm: the backend decides, idempotently.
+        let unconfirmed: Vec<String> = edit
+            .removals
+            .iter()
+            .filter(|m| !current.contains(*m) && edit.members.as_ref().is_none_or(|t| !t.contains(*m)))
+            .filter(|m| snap.user_index(m).is_some())
+            .cloned()
+            .collect();
         let fields = GroupChanges {
             name: edit.name.clone().filter(|n| *n != group.name),
             description: edit.description.clone().filter(|d| *d != group.description),
@@ -507,7 +518,7 @@ impl Directory {
         if !add.is_empty() {
             self.capable(caps.member_add, "adding group members")?;
         }
-        if !remove.is_empty() {
+        if !remove.is_empty() || !unconfirmed.is_empty() {
             self.capable(caps.member_remove, "removing group members")?;
         }
         let _rename = match &fields.name {
@@ -529,6 +540,7 @@ impl Directory {
             self.apply(vec![Delta::PutGroupFields(g)]);
             done.push(if fields.name.is_some() { "the new name".into() } else { "the description".into() });
         }
+        let remove: Vec<String> = remove.into_iter().chain(unconfirmed).collect();
         for (members, adding) in [(&remove, false), (&add, true)] {
             for m in members {
                 let r =
@@ -791,6 +803,32 @@ mod tests {
         }
         assert_eq!(cached, expected);
         assert_eq!(stored, expected);
+    }
+
+    /// A member added in the ERP after the last refresh is unknown to the cache; removing it
+    /// explicitly still reaches the ERP, so the removal the client is told about really happened.
+    #[tokio::test]
+    async fn explicit_removals_the_cache_cannot_confirm_reach_the_backend() {
+        let b = memory();
+        let d = dir_with(b.clone()).await;
+        let a = Caller::system();
+        let g = d.snapshot().unwrap().group_by_name("devs").unwrap().id.clone();
+        let bob = id_of(&d, "bob");
+        b.add_member(&g, &bob).await.unwrap();
+        d.edit_group(&a, &g, |s, gi| {
+            let members: BTreeSet<String> = s.member_ids(gi).into_iter().filter(|m| *m != bob).collect();
+            Ok::<_, DirectoryError>(GroupEdit {
+                members: Some(members),
+                removals: BTreeSet::from([bob.clone()]),
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap();
+        assert!(!b.get_group(&g).await.unwrap().unwrap().members.contains(&bob), "removed in the backend");
+        d.refresh_full().await.unwrap();
+        let s = d.snapshot().unwrap();
+        assert!(!s.is_member(s.group_index(&g).unwrap(), s.user_index(&bob).unwrap()));
     }
 
     #[tokio::test]

@@ -24,6 +24,33 @@ pub struct PatchOp {
     pub value: Option<Value>,
 }
 
+/// The member ids a PatchOp explicitly removes: `remove` with `members[value eq "<id>"]`, or with
+/// path `members` and a value listing them (Entra's form). The directory removes these in the
+/// backend even when its cache does not list them.
+pub fn member_removals(ops: &[PatchOp], limits: Limits) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for op in ops.iter().filter(|o| matches!(o.op, OpKind::Remove)) {
+        let Some(path) = op.path.as_deref().and_then(|p| parse_path(p, limits).ok()) else { continue };
+        if !path.attr.name.eq_ignore_ascii_case("members") || path.attr.sub.is_some() {
+            continue;
+        }
+        match &path.filter {
+            Some(f) => {
+                if let Some((key, v)) = super::filter::indexed_eq(f)
+                    && key == "value"
+                {
+                    out.insert(v.to_string());
+                }
+            }
+            None => {
+                let listed = op.value.as_ref().and_then(Value::as_array).into_iter().flatten();
+                out.extend(listed.filter_map(|m| get_ci(m, "value")).filter_map(Value::as_str).map(String::from));
+            }
+        }
+    }
+    out
+}
+
 /// Reads a PatchOp message.
 pub fn parse(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
     let ops = get_ci(body, "Operations")

@@ -356,6 +356,7 @@ pub async fn modify(
                         description: None,
                         members: Some(new.members.into_iter().collect()),
                         external_id: (new.external_id != old_external).then_some(new.external_id),
+                        removals: ops.as_deref().map(|o| patch::member_removals(o, s.limits())).unwrap_or_default(),
                     })
                 })
                 .await
