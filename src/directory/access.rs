@@ -92,7 +92,6 @@ pub enum Action {
 #[derive(Debug)]
 pub struct Grant<'a> {
     pub(super) caller: &'a Caller,
-    pub(super) action: Action,
     /// For `SetPassword`: the caller may set only its own password and must prove the old one.
     pub(super) self_service: Option<SelfService>,
 }
@@ -105,9 +104,6 @@ pub(super) struct SelfService {
 impl Grant<'_> {
     pub fn caller(&self) -> &Caller {
         self.caller
-    }
-    pub fn action(&self) -> Action {
-        self.action
     }
 }
 
@@ -193,7 +189,7 @@ impl Directory {
             }
         };
         if allowed {
-            Ok(Grant { caller, action, self_service })
+            Ok(Grant { caller, self_service })
         } else {
             Err(DirectoryError::Denied(format!("{} may not {what}", caller.label)))
         }

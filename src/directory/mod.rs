@@ -210,11 +210,6 @@ impl Directory {
         })
     }
 
-    /// The backend's kind (`memory`, `dolibarr`, ...).
-    pub fn backend_kind(&self) -> &'static str {
-        self.backend.kind()
-    }
-
     /// The installation scope that names entity UUIDs.
     pub fn scope(&self) -> &str {
         &self.scope
