@@ -160,7 +160,6 @@ fn main() {
             return;
         }
         let mut cfg = Config::parse("[ldap]\nlisten=\"127.0.0.1:0\"\n[http]\nlisten=\"127.0.0.1:0\"\n[backend]\nkind=\"memory\"\n[[ldap.service_accounts]]\nname=\"reader\"\npassword=\"pw\"\naccess=\"read\"\n").unwrap();
-        cfg.bind_throttle.max_failures_per_address = 0;
         let t = Instant::now();
         let backend = Arc::new(MemoryBackend::from_seed(seed(users)).unwrap());
         let live_backend = live_kib();

@@ -67,7 +67,7 @@ async fn binds_and_whoami() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_throttling_after_repeated_failures() {
-    let demo = start_demo_with(|c| c.bind_throttle.max_failures_per_account = 3).await;
+    let demo = start_demo_with(|c| c.bind_throttle.pair_free_failures = 3).await;
     let fx = demo.fixture();
     let mut ldap = connect(&demo.url).await;
     for i in 0..3 {

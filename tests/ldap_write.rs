@@ -599,7 +599,12 @@ async fn profile_applied_then_password_fails() {
 // ---- 5. Who may write what ------------------------------------------------------------------------
 
 fn account(name: &str, users: Access, groups: Access) -> ServiceAccount {
-    ServiceAccount { name: name.into(), password: Secret::new(format!("{name}-pw")), access: Rights { users, groups } }
+    ServiceAccount {
+        name: name.into(),
+        password: Secret::new(format!("{name}-pw")),
+        access: Rights { users, groups },
+        networks: Vec::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,14 @@ pub struct Config {
     pub bind_throttle: ThrottleConfig,
     #[serde(default)]
     pub scim: ScimConfig,
+    /// How long a graceful shutdown may take before what still runs is cancelled.
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
     pub backend: BackendConfig,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +124,19 @@ pub struct LdapConfig {
     pub self_password_change_requires_old: bool,
     /// What an LDAP Delete of a user does: `delete` it in the backend, or `disable` it.
     pub delete_mode: DeleteMode,
+    /// Bytes all connections together may hold of messages still arriving; beyond it, a connection
+    /// sending a large message is closed with `busy`.
+    pub max_pending_bytes: usize,
+    /// Bytes all connections together may hold in open paged searches.
+    pub max_paged_state_bytes: usize,
+    /// Costly searches (large filters over many entries) evaluated at once, server-wide; they run
+    /// off the request workers so that other clients stay responsive.
+    pub costly_searches: usize,
+    /// Costly searches one principal may have running at once; more wait for their turn.
+    pub costly_searches_per_principal: usize,
+    /// DN of the published password-policy entry (`pwdLockout: TRUE`) that ppolicy-aware clients
+    /// read; default `cn=ppolicy,ou=policies,<base_dn>`.
+    pub ppolicy_dn: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -160,6 +180,11 @@ impl Default for LdapConfig {
             users_may_change_password: true,
             self_password_change_requires_old: true,
             delete_mode: DeleteMode::Delete,
+            max_pending_bytes: 64 * 1024 * 1024,
+            max_paged_state_bytes: 256 * 1024 * 1024,
+            costly_searches: 1,
+            costly_searches_per_principal: 1,
+            ppolicy_dn: None,
         }
     }
 }
@@ -172,6 +197,10 @@ pub struct ServiceAccount {
     pub password: Secret,
     /// `"read"` or `"write"` on the whole tree, or per subtree: `{ users = "write", groups = "read" }`.
     pub access: Rights,
+    /// Source networks the account may bind from (`["10.0.0.0/8", "::1/128"]`); empty: anywhere.
+    /// Binds from elsewhere fail like a wrong password and never count against the account.
+    #[serde(default)]
+    pub networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -238,11 +267,32 @@ fn no_access() -> Access {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Open HTTP connections at most; beyond it new connections are closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Time a request may take from its headers to its response.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// How long an idle keep-alive connection stays open.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".parse().expect("static address") }
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -283,20 +333,53 @@ pub enum CacheMode {
     Snapshot,
 }
 
+/// Failed-bind throttling: growing delays on failures, never a lockout (see the README's Security
+/// section). Counters are kept per (name, address), per name and per address.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
-    /// Failed binds allowed per account within `window` before further attempts are refused.
-    pub max_failures_per_account: u32,
-    /// Failed binds allowed per source address within `window`.
-    pub max_failures_per_address: u32,
+    /// Failures of one name from one address before that pair's failures are slowed down.
+    pub pair_free_failures: u32,
+    /// Failures of one name from every address together before failures of that name from
+    /// addresses that have not bound it recently are slowed down.
+    pub name_free_failures: u32,
+    /// Failures from one address (any names) before its failures are slowed down. Its correct
+    /// passwords never are.
+    pub address_free_failures: u32,
+    /// The first delay; each further failure doubles it, up to `max_delay`.
     #[serde(with = "duration")]
-    pub window: Duration,
+    pub first_delay: Duration,
+    #[serde(with = "duration")]
+    pub max_delay: Duration,
+    /// The per-address delay stays below this, so one shared address is slowed, never stopped.
+    #[serde(with = "duration")]
+    pub max_address_delay: Duration,
+    /// A counter is forgotten after this long without a failure.
+    #[serde(with = "duration")]
+    pub forget_after: Duration,
+    /// An address that bound a name successfully is exempt from that name's and its own
+    /// counters for this long.
+    #[serde(with = "duration")]
+    pub trusted_for: Duration,
+    /// Every failed bind takes at least this long (answers are padded to the backend's usual
+    /// failure time anyway, so that they do not tell which accounts exist).
+    #[serde(with = "duration")]
+    pub min_failure_time: Duration,
 }
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
-        ThrottleConfig { max_failures_per_account: 5, max_failures_per_address: 30, window: Duration::from_secs(300) }
+        ThrottleConfig {
+            pair_free_failures: 5,
+            name_free_failures: 20,
+            address_free_failures: 30,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            max_address_delay: Duration::from_secs(5),
+            forget_after: Duration::from_secs(900),
+            trusted_for: Duration::from_secs(86_400),
+            min_failure_time: Duration::ZERO,
+        }
     }
 }
 

@@ -298,6 +298,7 @@ mod tests {
             name: "reader".into(),
             password: crate::config::Secret::new("pw"),
             access: Rights::all(crate::config::Access::Read),
+            networks: Vec::new(),
         });
         tweak(&mut cfg);
         let seed: Seed = serde_json::from_str(seed).unwrap();
@@ -361,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn password_checks_use_the_cache_and_throttle() {
-        let (d, _) = dir(SEED, |c| c.bind_throttle.max_failures_per_account = 2);
+        let (d, _) = dir(SEED, |c| c.bind_throttle.pair_free_failures = 2);
         d.refresh_full().await.unwrap();
         assert!(matches!(d.authenticate_user("alice", "pw-a", IP).await.unwrap(), AuthOutcome::User(_)));
         assert_eq!(d.bind_cache.len(), 1);

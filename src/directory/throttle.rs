@@ -43,9 +43,9 @@ impl Throttle {
     /// `Err` when the account or the address has used up its failures for the window.
     pub fn check(&self, account: &str, addr: IpAddr) -> Result<(), Blocked> {
         let account = account.to_lowercase();
-        let w = self.cfg.window;
-        let a = Self::blocked_in(&self.accounts, &account, self.cfg.max_failures_per_account, w);
-        let b = Self::blocked_in(&self.addresses, &addr, self.cfg.max_failures_per_address, w);
+        let w = self.cfg.forget_after;
+        let a = Self::blocked_in(&self.accounts, &account, self.cfg.pair_free_failures, w);
+        let b = Self::blocked_in(&self.addresses, &addr, self.cfg.address_free_failures, w);
         match a.into_iter().chain(b).max() {
             Some(d) => Err(Blocked(d)),
             None => Ok(()),
@@ -65,8 +65,8 @@ impl Throttle {
     }
 
     pub fn record_failure(&self, account: &str, addr: IpAddr) {
-        Self::bump(&self.accounts, account.to_lowercase(), self.cfg.window);
-        Self::bump(&self.addresses, addr, self.cfg.window);
+        Self::bump(&self.accounts, account.to_lowercase(), self.cfg.forget_after);
+        Self::bump(&self.addresses, addr, self.cfg.forget_after);
     }
 
     /// A successful bind clears the account's failures (not the address's).
@@ -81,9 +81,10 @@ mod tests {
 
     fn t(per_account: u32, per_addr: u32, window_ms: u64) -> Throttle {
         Throttle::new(ThrottleConfig {
-            max_failures_per_account: per_account,
-            max_failures_per_address: per_addr,
-            window: Duration::from_millis(window_ms),
+            pair_free_failures: per_account,
+            address_free_failures: per_addr,
+            forget_after: Duration::from_millis(window_ms),
+            ..ThrottleConfig::default()
         })
     }
 
