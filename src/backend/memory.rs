@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::RwLock;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -105,6 +105,56 @@ fn hash_password(pw: &str) -> BackendResult<String> {
         .hash_password(pw.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| BackendError::Invalid(format!("cannot hash password: {e}")))
+}
+
+/// Argon2 verifications run at most one per core, each in working memory (19 MiB with the default
+/// parameters) kept for the next one: a burst of failed logins neither spawns a thread per check
+/// nor leaves freed blocks behind in allocator arenas, so memory stays flat under brute force.
+struct Verifier {
+    permits: tokio::sync::Semaphore,
+    memory: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+}
+
+static VERIFIER: std::sync::LazyLock<Verifier> = std::sync::LazyLock::new(|| Verifier {
+    permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+    memory: std::sync::Mutex::default(),
+});
+
+async fn verify_password(hash: String, password: String) -> BackendResult<bool> {
+    let _permit = VERIFIER.permits.acquire().await.map_err(|_| BackendError::Unavailable("closed".into()))?;
+    tokio::task::spawn_blocking(move || {
+        let mut memory = VERIFIER.memory.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        let ok = verify_in(&mut memory, &hash, &password);
+        VERIFIER.memory.lock().unwrap_or_else(|e| e.into_inner()).push(memory);
+        ok
+    })
+    .await
+    .map_err(|e| BackendError::Unavailable(format!("password check task failed: {e}")))
+}
+
+/// Checks `password` against a PHC-format Argon2 hash, using `memory` as working memory.
+fn verify_in(memory: &mut Vec<argon2::Block>, hash: &str, password: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let (Ok(params), Ok(algorithm)) =
+        (argon2::Params::try_from(&parsed), argon2::Algorithm::try_from(parsed.algorithm))
+    else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    memory.resize(params.block_count(), argon2::Block::default());
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..])
+        .is_ok()
+        && bool::from(out.ct_eq(expected.as_bytes()))
 }
 
 fn parse_id(id: &str) -> Option<u64> {
@@ -350,14 +400,7 @@ impl Backend for MemoryBackend {
         if !active {
             return Ok(false);
         }
-        let password = password.to_string();
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-                .unwrap_or(false)
-        })
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("password check task failed: {e}")))
+        verify_password(hash, password.to_string()).await
     }
 
     async fn create_group(&self, ng: &NewGroup) -> BackendResult<Group> {
@@ -442,6 +485,27 @@ impl Backend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verification_agrees_with_argon2_and_reuses_its_memory() {
+        let h = hash_password("right").unwrap();
+        let mut memory = Vec::new();
+        assert!(verify_in(&mut memory, &h, "right"));
+        let (len, at) = (memory.len(), memory.as_ptr());
+        assert!(!verify_in(&mut memory, &h, "wrong"));
+        assert_eq!((memory.len(), memory.as_ptr()), (len, at), "same working memory, not a new allocation");
+        // Hashes made with other parameters (smaller memory, Argon2i, version 0x10) verify too.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let params = argon2::Params::new(1024, 2, 1, None).unwrap();
+        let other = Argon2::new(argon2::Algorithm::Argon2i, argon2::Version::V0x10, params)
+            .hash_password(b"x", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_in(&mut memory, &other, "x"));
+        assert!(!verify_in(&mut memory, &other, "y"));
+        assert!(!verify_in(&mut memory, "$argon2id$v=19$garbage", "x"));
+        assert!(!verify_in(&mut memory, "not a hash", "x"));
+    }
 
     fn seed() -> Seed {
         serde_json::from_str(

@@ -34,6 +34,9 @@ pub enum DirectoryError {
     /// The old password given to prove a password change is wrong.
     #[error("{0}")]
     WrongPassword(String),
+    /// Too many failed password checks for this name lately: try again later. No check was made.
+    #[error("{0}")]
+    Throttled(String),
     /// A precondition of the request (an ETag) no longer holds.
     #[error("{0}")]
     Precondition(String),

@@ -24,6 +24,7 @@ use crate::backend::{Backend, Capabilities};
 use crate::config::{Config, DeleteMode, Rights, ServiceAccount};
 use crate::model::{Group, User};
 pub use access::{AccessPolicy, Action, Caller, Grant, Principal, ReadScope};
+pub use auth::BindName;
 pub use bind_cache::BindCache;
 pub use error::{DirectoryError, Upstream};
 pub use snapshot::Snapshot;
@@ -85,6 +86,11 @@ pub struct Directory {
     full_refresh_interval: Duration,
     bind_cache: BindCache,
     throttle: Throttle,
+    failure_times: auth::FailureTimes,
+    /// Logins the backend did not know, until the next refresh could have brought them.
+    login_misses: moka::sync::Cache<String, ()>,
+    /// Backend lookups of logins the snapshot lacks, for binds.
+    login_lookup_budget: auth::Budget,
     /// Coalesces concurrent by-login lookups of users missing from the snapshot.
     login_lookups: moka::future::Cache<String, Option<Arc<User>>>,
     services: Vec<ServiceAccount>,
@@ -191,6 +197,12 @@ impl Directory {
             full_refresh_interval: cfg.cache.full_refresh_interval,
             bind_cache: BindCache::new(cfg.cache.bind_cache_ttl, 1_000_000),
             throttle: Throttle::new(cfg.bind_throttle.clone()),
+            failure_times: auth::FailureTimes::new(cfg.bind_throttle.min_failure_time),
+            login_misses: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.cache.refresh_interval.max(Duration::from_secs(1)))
+                .build(),
+            login_lookup_budget: auth::Budget::new(5.0, 20.0),
             login_lookups: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(5))
@@ -361,19 +373,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn password_checks_use_the_cache_and_throttle() {
-        let (d, _) = dir(SEED, |c| c.bind_throttle.pair_free_failures = 2);
+    async fn password_checks_use_the_cache_and_slow_failures_down_without_locking_out() {
+        let (d, _) = dir(SEED, |c| {
+            c.bind_throttle.pair_free_failures = 2;
+            c.bind_throttle.first_delay = Duration::from_millis(200);
+        });
         d.refresh_full().await.unwrap();
         assert!(matches!(d.authenticate_user("alice", "pw-a", IP).await.unwrap(), AuthOutcome::User(_)));
         assert_eq!(d.bind_cache.len(), 1);
         assert!(matches!(d.authenticate_user("ALICE", "pw-a", IP).await.unwrap(), AuthOutcome::User(_)));
-        assert!(matches!(d.authenticate_user("alice", "bad", IP).await.unwrap(), AuthOutcome::Invalid));
-        assert!(matches!(d.authenticate_user("alice", "bad", IP).await.unwrap(), AuthOutcome::Invalid));
-        assert!(matches!(d.authenticate_user("alice", "pw-a", IP).await.unwrap(), AuthOutcome::Throttled(_)));
-        // unknown accounts are throttled exactly like known ones
+        for _ in 0..2 {
+            assert!(matches!(d.authenticate_user("alice", "bad", IP).await.unwrap(), AuthOutcome::Invalid));
+        }
+        // The third failure is answered late, and meanwhile the pair is busy, not refused as wrong.
+        let t = std::time::Instant::now();
+        let (third, meanwhile) = tokio::join!(d.authenticate_user("alice", "bad", IP), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            d.authenticate_user("alice", "pw-a", IP).await
+        });
+        assert!(matches!(third.unwrap(), AuthOutcome::Invalid));
+        assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+        assert!(matches!(meanwhile.unwrap(), AuthOutcome::Throttled(_)));
+        // A client that waited for its answer gets in with the right password.
+        assert!(matches!(d.authenticate_user("alice", "pw-a", IP).await.unwrap(), AuthOutcome::User(_)));
+        // Unknown accounts are slowed exactly like known ones.
+        for _ in 0..2 {
+            assert!(matches!(d.authenticate_user("ghost", "x", IP).await.unwrap(), AuthOutcome::Invalid));
+        }
+        let t = std::time::Instant::now();
         assert!(matches!(d.authenticate_user("ghost", "x", IP).await.unwrap(), AuthOutcome::Invalid));
-        assert!(matches!(d.authenticate_user("ghost", "x", IP).await.unwrap(), AuthOutcome::Invalid));
-        assert!(matches!(d.authenticate_user("ghost", "x", IP).await.unwrap(), AuthOutcome::Throttled(_)));
+        assert!(t.elapsed() >= Duration::from_millis(200));
     }
 
     #[tokio::test]
@@ -395,12 +424,35 @@ mod tests {
     #[tokio::test]
     async fn service_accounts() {
         let (d, _) = dir(SEED, |_| {});
+        let bind = |name, pw, ip| {
+            let d = d.clone();
+            async move { d.authenticate(BindName::Service(name), pw, ip).await.unwrap() }
+        };
         assert!(matches!(
-            d.authenticate_service("Reader", "pw", IP),
+            bind("Reader", "pw", IP).await,
             AuthOutcome::Service { access: Rights { users: crate::config::Access::Read, .. }, .. }
         ));
-        assert!(matches!(d.authenticate_service("reader", "pw2", IP), AuthOutcome::Invalid));
-        assert!(matches!(d.authenticate_service("nobody", "pw", IP), AuthOutcome::Invalid));
+        assert!(matches!(bind("reader", "pw2", IP).await, AuthOutcome::Invalid));
+        assert!(matches!(bind("nobody", "pw", IP).await, AuthOutcome::Invalid));
+    }
+
+    #[tokio::test]
+    async fn service_accounts_bind_only_from_their_networks() {
+        let (d, _) = dir(SEED, |c| {
+            c.ldap.service_accounts[0].networks = vec!["10.0.0.0/8".parse().unwrap()];
+            c.bind_throttle.pair_free_failures = 1;
+        });
+        let outside: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let inside: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let bind = |pw, ip| {
+            let d = d.clone();
+            async move { d.authenticate(BindName::Service("reader"), pw, ip).await.unwrap() }
+        };
+        assert!(matches!(bind("pw", outside).await, AuthOutcome::Invalid), "right password, wrong network");
+        for _ in 0..5 {
+            assert!(matches!(bind("wrong", outside).await, AuthOutcome::Invalid));
+        }
+        assert!(matches!(bind("pw", inside).await, AuthOutcome::Service { .. }), "unaffected inside");
     }
 
     #[tokio::test]

@@ -380,6 +380,12 @@ impl Directory {
             let peer = caller.source_ip();
             match self.authenticate_user(&target.login, old, peer).await? {
                 super::AuthOutcome::User(_) => {}
+                super::AuthOutcome::Throttled(d) => {
+                    return Err(DirectoryError::Throttled(format!(
+                        "too many failed password checks for this account; try again in {} s",
+                        d.as_secs_f64().ceil().max(1.0)
+                    )));
+                }
                 _ => return Err(DirectoryError::WrongPassword("the old password is wrong".into())),
             }
         }

@@ -29,6 +29,7 @@ impl From<DirectoryError> for LdapError {
             DirectoryError::Invalid { .. } => Code::ConstraintViolation,
             DirectoryError::Denied(_) => Code::InsufficentAccessRights,
             DirectoryError::WrongPassword(_) => Code::InvalidCredentials,
+            DirectoryError::Throttled(_) => Code::Busy,
             DirectoryError::Precondition(_) => Code::Other,
             // The gateway's own credentials failing is an outage for the client, never its fault.
             DirectoryError::Unavailable { .. } | DirectoryError::Stale(_) => Code::Unavailable,

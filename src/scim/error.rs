@@ -75,6 +75,7 @@ impl From<DirectoryError> for ScimError {
             DirectoryError::Unsupported { .. } => ScimError::not_implemented(detail),
             DirectoryError::Invalid { .. } | DirectoryError::WrongPassword(_) => ScimError::invalid_value(detail),
             DirectoryError::Denied(_) => ScimError::new(StatusCode::FORBIDDEN, None, detail),
+            DirectoryError::Throttled(_) => ScimError::new(StatusCode::TOO_MANY_REQUESTS, None, detail),
             DirectoryError::Precondition(_) => ScimError::new(StatusCode::PRECONDITION_FAILED, None, detail),
             DirectoryError::Unavailable { timeout: true, .. } => {
                 ScimError::new(StatusCode::GATEWAY_TIMEOUT, None, detail)

@@ -378,6 +378,14 @@ impl Raw {
         Raw { framed: Framed::new(stream, LdapCodec::new(Some(64 * 1024 * 1024), None)), next_id: 1 }
     }
 
+    /// Connects from a given loopback source address (127.x.y.z), as a client on another host would.
+    pub async fn connect_from(addr: std::net::SocketAddr, source: std::net::IpAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(std::net::SocketAddr::new(source, 0)).expect("bind the source address");
+        let stream = tokio::time::timeout(WAIT, socket.connect(addr)).await.expect("connect in time").expect("connect");
+        Raw { framed: Framed::new(stream, LdapCodec::new(Some(64 * 1024 * 1024), None)), next_id: 1 }
+    }
+
     pub async fn send(&mut self, op: LdapOp, ctrl: Vec<ldap3_proto::control::LdapControl>) -> i32 {
         let id = self.next_id;
         self.next_id += 1;

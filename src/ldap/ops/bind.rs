@@ -2,7 +2,7 @@
 
 use ldap3_proto::proto::{LdapBindCred, LdapBindRequest, LdapResult, LdapResultCode as Code};
 
-use crate::directory::AuthOutcome;
+use crate::directory::{AuthOutcome, BindName};
 use crate::ldap::dit::DitSettings;
 use crate::ldap::dn::Dn;
 use crate::ldap::error::LdapError;
@@ -41,15 +41,18 @@ impl Session {
         let peer = self.peer.ip();
         let s = self.ctx.settings().clone();
         let target = self.resolve_bind_name(name, &s);
-        let outcome = match &target {
-            BindTarget::Service(n) => Ok(self.ctx.dir.authenticate_service(n, password, peer)),
-            BindTarget::User(login) => self.ctx.dir.authenticate_user(login, password, peer).await,
+        // Names outside the tree get the same answer, in the same time, as a wrong password.
+        let normalized;
+        let who = match &target {
+            BindTarget::Service(n) => BindName::Service(n),
+            BindTarget::User(login) => BindName::User(login),
             BindTarget::Nobody => {
-                // Same answer and same throttling as a wrong password, so names outside the tree
-                // reveal nothing. The NUL prefix cannot occur in a configured account name.
-                Ok(self.ctx.dir.authenticate_service(&format!("\u{0}{}", name.to_lowercase()), password, peer))
+                normalized =
+                    Dn::parse(name).map(|d| d.normalized().to_string()).unwrap_or_else(|_| name.to_lowercase());
+                BindName::Unknown(&normalized)
             }
         };
+        let outcome = self.ctx.dir.authenticate(who, password, peer).await;
         let result = match outcome {
             Ok(AuthOutcome::User(u)) => {
                 self.identity = Identity::User { id: u.id.clone(), dn: s.user_dn(&u.login).to_string() };
@@ -60,9 +63,11 @@ impl Session {
                 res(Code::Success, "")
             }
             Ok(AuthOutcome::Invalid) => res(Code::InvalidCredentials, "invalid credentials"),
+            // Busy, not invalidCredentials: no password was checked, and clients (SSSD, PAM stacks
+            // with faillock) must not count this as one more wrong password.
             Ok(AuthOutcome::Throttled(d)) => res(
-                Code::InvalidCredentials,
-                format!("too many failed binds for this name or address; try again in {} s", d.as_secs().max(1)),
+                Code::Busy,
+                format!("too many failed binds for this name; try again in {} s", d.as_secs_f64().ceil().max(1.0)),
             ),
             Err(e) => {
                 let e = LdapError::from(e);
@@ -74,7 +79,7 @@ impl Session {
             target: "idgate::audit",
             event = "bind",
             peer = %self.peer,
-            name = %name,
+            name = ?name,
             result = ?result.code,
         );
         result
