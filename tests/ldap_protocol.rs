@@ -65,25 +65,49 @@ async fn binds_and_whoami() {
     demo.running.shutdown().await;
 }
 
+/// ppolicy-aware clients (SSSD with `ldap_access_order = ppolicy`) deny a user whose
+/// `pwdAccountLockedTime` is set only when the policy entry they read says `pwdLockout: TRUE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bind_throttling_after_repeated_failures() {
-    let demo = start_demo_with(|c| c.bind_throttle.pair_free_failures = 3).await;
+async fn the_password_policy_entry_marks_disabled_users_as_locked() {
+    let demo = start_demo_full().await;
     let fx = demo.fixture();
-    let mut ldap = connect(&demo.url).await;
-    for i in 0..3 {
-        assert_eq!(try_bind(&mut ldap, &fx.user_dn, &format!("bad-{i}")).await.rc, 49);
-    }
-    // Now even the right password is refused for this account...
-    let r = try_bind(&mut ldap, &fx.user_dn, &fx.user_password).await;
-    assert_eq!(r.rc, 49, "throttled account: {r}");
-    let mut other = connect(&demo.url).await;
-    let r2 = try_bind(&mut other, &fx.user_login, &fx.user_password).await;
-    assert_eq!(r2.rc, 49, "throttling applies to the account whatever the bind-name form: {r2}");
-    // ...while other accounts still bind.
-    let mut ok = connect(&demo.url).await;
-    assert_eq!(try_bind(&mut ok, &fx.user_dn_of(&fx.outsider_login), &fx.outsider_password).await.rc, 0);
-    assert_eq!(try_bind(&mut ok, &fx.service_dn, &fx.service_password).await.rc, 0);
+    let mut svc = bind_service(&demo.url, &fx).await;
+    let policy_dn = "cn=ppolicy,ou=policies,dc=example,dc=com";
+    let p = search_ok(&mut svc, policy_dn, Scope::Base, "(objectClass=pwdPolicy)", &["*"]).await;
+    assert_eq!(p.len(), 1, "the policy entry is published at its conventional DN");
+    assert_eq!(attr(&p[0], "pwdLockout"), vec!["TRUE"]);
+    assert_eq!(attr(&p[0], "pwdAttribute"), vec!["userPassword"]);
+    assert_eq!(attr(&p[0], "pwdMinLength"), vec!["8"]);
+    // It is found the ways clients look for it: under the base, by class, in its container.
+    let found = search_ok(&mut svc, &fx.base_dn, Scope::Subtree, "(objectClass=pwdPolicy)", &["1.1"]).await;
+    assert_eq!(dn_set(found.iter().map(|e| &e.dn)), dn_set([&policy_dn.to_string()]));
+    let tops = search_ok(&mut svc, &fx.base_dn, Scope::OneLevel, "(objectClass=*)", &["1.1"]).await;
+    assert!(tops.iter().any(|e| norm_dn(&e.dn) == "ou=policies,dc=example,dc=com"), "{tops:?}");
+    let inside =
+        search_ok(&mut svc, "ou=policies,dc=example,dc=com", Scope::OneLevel, "(objectClass=*)", &["cn"]).await;
+    assert_eq!(inside.len(), 1);
+    // The disabled user carries the permanent lock, and an active one does not.
+    let locked =
+        search_ok(&mut svc, &fx.users_base, Scope::Subtree, "(pwdAccountLockedTime=000001010000Z)", &["uid"]).await;
+    let locked: BTreeSet<String> = locked.iter().map(|e| first(e, "uid")).collect();
+    assert!(locked.contains(&fx.disabled_login), "{locked:?}");
+    assert!(!locked.contains(&fx.user_login));
+    // A plain user reads it too (clients may check it with the user's own bind).
+    let mut me = bind(&demo.url, &fx.user_dn, &fx.user_password).await;
+    assert_eq!(search_ok(&mut me, policy_dn, Scope::Base, "(pwdLockout=TRUE)", &["1.1"]).await.len(), 1);
     demo.running.shutdown().await;
+
+    // Elsewhere when configured; a DN that would clash with the tree is refused at start.
+    let demo = start_demo_with(|c| c.ldap.ppolicy_dn = Some("cn=default-policy,dc=example,dc=com".into())).await;
+    let mut svc = bind_service(&demo.url, &fx).await;
+    let p =
+        search_ok(&mut svc, "cn=default-policy,dc=example,dc=com", Scope::Base, "(pwdLockout=TRUE)", &["1.1"]).await;
+    assert_eq!(p.len(), 1);
+    demo.running.shutdown().await;
+    let mut cfg = demo_config();
+    cfg.ldap.ppolicy_dn = Some("cn=x,ou=people,dc=example,dc=com".into());
+    let err = idgate::app::start(cfg).await.err().expect("refused").to_string();
+    assert!(err.contains("ldap.ppolicy_dn"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,37 @@ pub struct DitSettings {
     /// Names entryUUIDs: backend kind and installation.
     pub uuid_scope: String,
     pub service_names: Vec<String>,
+    /// The published password-policy entry, directly under the base or in a container of its own.
+    pub ppolicy: Dn,
+    pub password_min_length: usize,
+    pub users_may_change_password: bool,
+    pub self_password_change_requires_old: bool,
+}
+
+/// The password-policy entry's DN: `ldap.ppolicy_dn`, or `cn=ppolicy,ou=policies,<base>`. It must
+/// sit directly under the base, or one level further in a container that is not one of the others.
+pub fn ppolicy_dn(cfg: &LdapConfig, base: &Dn, taken: &[&Dn]) -> Result<Dn, String> {
+    let dn = match &cfg.ppolicy_dn {
+        Some(text) => Dn::parse(text).map_err(|e| format!("ldap.ppolicy_dn: {e}"))?,
+        None => Dn::child(&Dn::child(base, "ou", "policies"), "cn", "ppolicy"),
+    };
+    let parent = dn.parent();
+    let fits = |p: &Dn| p.normalized() == base.normalized();
+    let ok = !dn.is_root()
+        && dn.rdn().is_some_and(|r| r.0.len() == 1)
+        && (fits(&parent)
+            || (fits(&parent.parent())
+                && parent.rdn().is_some_and(|r| r.0.len() == 1)
+                && taken.iter().all(|t| t.normalized() != parent.normalized())));
+    if !ok {
+        return Err(format!(
+            "ldap.ppolicy_dn: {dn} must be directly under {base}, or in a container of its own under it"
+        ));
+    }
+    if taken.iter().any(|t| t.normalized() == dn.normalized()) {
+        return Err(format!("ldap.ppolicy_dn: {dn} is already another entry"));
+    }
+    Ok(dn)
 }
 
 impl DitSettings {
@@ -38,10 +69,13 @@ impl DitSettings {
             let a = r.rdn().ok_or("empty RDN")?.first();
             Ok(Dn::child(&base, &a.attr, &a.value))
         };
+        let (people, groups, services) = (under(&cfg.users_rdn)?, under(&cfg.groups_rdn)?, under(&cfg.services_rdn)?);
+        let ppolicy = ppolicy_dn(cfg, &base, &[&base, &people, &groups, &services])?;
         Ok(DitSettings {
-            people: under(&cfg.users_rdn)?,
-            groups: under(&cfg.groups_rdn)?,
-            services: under(&cfg.services_rdn)?,
+            people,
+            groups,
+            services,
+            ppolicy,
             base,
             uid_number_base: cfg.uid_number_base,
             gid_number_base: cfg.gid_number_base,
@@ -50,6 +84,9 @@ impl DitSettings {
             home_directory: cfg.home_directory.clone(),
             uuid_scope: format!("{backend_kind}\u{0}{backend_instance}"),
             service_names: cfg.service_accounts.iter().map(|s| s.name.clone()).collect(),
+            password_min_length: cfg.password_min_length,
+            users_may_change_password: cfg.users_may_change_password,
+            self_password_change_requires_old: cfg.self_password_change_requires_old,
         })
     }
 
@@ -141,6 +178,8 @@ struct Fixed {
     groups_suffix: String,
     /// entryUUID -> index in `statics`.
     by_uuid: HashMap<u128, usize>,
+    /// Statics from this index on are the password policy's (its container, if any, then itself).
+    policy_start: usize,
 }
 
 const PEOPLE: usize = 1;
@@ -208,6 +247,14 @@ impl Fixed {
             finish(&mut e);
             statics.push(e);
         }
+        let policy_start = statics.len();
+        let policy_parent = if settings.ppolicy.parent().normalized() == settings.base.normalized() {
+            0
+        } else {
+            statics.push(container(&settings.ppolicy.parent(), Some(0)));
+            policy_start
+        };
+        statics.push(ppolicy_entry(settings, policy_parent));
         let by_uuid = statics
             .iter()
             .enumerate()
@@ -222,8 +269,34 @@ impl Fixed {
             people_suffix: format!(",{}", settings.people),
             groups_suffix: format!(",{}", settings.groups),
             by_uuid,
+            policy_start,
         }
     }
+}
+
+/// The password-policy entry ppolicy-aware clients read (SSSD's `ldap_access_order = ppolicy`):
+/// `pwdLockout: TRUE` tells them that `pwdAccountLockedTime`, which disabled users carry, locks.
+fn ppolicy_entry(s: &DitSettings, parent: usize) -> Entry {
+    let mut e = Entry::new(&s.ppolicy, EntryKind::Container);
+    e.parent = Some(parent);
+    e.set("objectClass", vec!["top".into(), "applicationProcess".into(), "pwdPolicy".into()]);
+    if let Some(rdn) = s.ppolicy.rdn() {
+        e.set1(&rdn.first().attr, rdn.first().value.clone());
+    }
+    e.set1("structuralObjectClass", "applicationProcess");
+    e.set1("pwdAttribute", "userPassword");
+    e.set1("pwdLockout", "TRUE");
+    // Failures are slowed down, never counted to a lockout (README, Security).
+    e.set1("pwdMaxFailure", "0");
+    e.set1("pwdMinLength", s.password_min_length.to_string());
+    e.set1("pwdMustChange", "FALSE");
+    let flag = |b: bool| if b { "TRUE" } else { "FALSE" };
+    e.set1("pwdAllowUserChange", flag(s.users_may_change_password));
+    e.set1("pwdSafeModify", flag(s.self_password_change_requires_old));
+    e.set1("entryUUID", entry_uuid(&s.uuid_scope, "dn", &s.ppolicy.normalized()));
+    e.set1("hasSubordinates", "FALSE");
+    finish(&mut e);
+    e
 }
 
 impl Dit {
@@ -256,7 +329,8 @@ impl Dit {
             i if i < 4 => EntryKind::Container,
             i if i < 4 + nu => EntryKind::User(i - 4),
             i if i < 4 + nu + ng => EntryKind::Group(i - 4 - nu),
-            _ => EntryKind::Service,
+            i if i - nu - ng < self.fixed.policy_start => EntryKind::Service,
+            _ => EntryKind::Container,
         }
     }
 
@@ -271,7 +345,7 @@ impl Dit {
 
     pub fn parent(&self, idx: usize) -> Option<usize> {
         match self.kind(idx) {
-            EntryKind::Container => (idx != 0).then_some(0),
+            EntryKind::Container => self.fixed.statics[self.static_index(idx)].parent.map(|p| self.static_number(p)),
             EntryKind::User(_) => Some(PEOPLE),
             EntryKind::Group(_) => Some(GROUPS),
             EntryKind::Service => Some(SERVICES),
@@ -368,11 +442,18 @@ impl Dit {
 
     pub fn children(&self, idx: usize) -> Vec<usize> {
         let (nu, ng) = (self.users(), self.groups());
+        let policy = |parent: usize| -> Vec<usize> {
+            (self.fixed.policy_start..self.fixed.statics.len())
+                .filter(|&i| self.fixed.statics[i].parent == Some(parent))
+                .map(|i| self.static_number(i))
+                .collect()
+        };
         match idx {
-            0 => vec![PEOPLE, GROUPS, SERVICES],
+            0 => [PEOPLE, GROUPS, SERVICES].into_iter().chain(policy(0)).collect(),
             PEOPLE => self.snapshot.users().map(|(ui, _)| 4 + ui).collect(),
             GROUPS => self.snapshot.groups().map(|(gi, _)| 4 + nu + gi).collect(),
-            SERVICES => (4 + nu + ng..self.len()).collect(),
+            SERVICES => (4 + nu + ng..self.static_number(self.fixed.policy_start)).collect(),
+            i if i >= 4 + nu + ng && self.exists(i) => policy(self.static_index(i)),
             _ => Vec::new(),
         }
     }
@@ -383,6 +464,7 @@ impl Dit {
         out.extend(self.children(PEOPLE));
         out.extend(self.children(GROUPS));
         out.extend(self.children(SERVICES));
+        out.extend((self.fixed.policy_start..self.fixed.statics.len()).map(|i| self.static_number(i)));
         out
     }
 
@@ -471,10 +553,8 @@ impl Dit {
                     self.children(PEOPLE)
                 } else if is(GROUP_CLASSES) {
                     self.children(GROUPS)
-                } else if is(&["domain", "organization", "organizationalUnit", "applicationProcess"]) {
-                    let mut out: Vec<usize> = (0..4).collect();
-                    out.extend(self.children(SERVICES));
-                    out
+                } else if is(&["domain", "organization", "organizationalUnit", "applicationProcess", "pwdPolicy"]) {
+                    (0..self.fixed.statics.len()).map(|i| self.static_number(i)).collect()
                 } else {
                     Vec::new()
                 }

@@ -28,7 +28,7 @@ pub fn validate(cfg: &LdapConfig) -> Result<(), String> {
             return Err(format!("{key}: must be a single RDN such as ou=people, got {rdn:?}"));
         }
     }
-    Ok(())
+    dit::DitSettings::new(cfg, "", "").map(|_| ())
 }
 
 #[cfg(test)]

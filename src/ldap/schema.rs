@@ -100,6 +100,14 @@ pub static ATTRS: &[AttrDef] = &[
     attr!("subschemaSubentry", [], "2.5.18.10", DN, Dn, true, true),
     attr!("hasSubordinates", [], "2.5.18.9", BOOLEAN, Boolean, true, true),
     attr!("pwdAccountLockedTime", [], "1.3.6.1.4.1.42.2.27.8.1.17", GENERALIZED_TIME, GeneralizedTime, true, true),
+    // The published password policy (draft-behera-ldap-password-policy), read by ppolicy-aware clients.
+    attr!("pwdAttribute", [], "1.3.6.1.4.1.42.2.27.8.1.1", OID, Oid, true, false),
+    attr!("pwdMinLength", [], "1.3.6.1.4.1.42.2.27.8.1.5", INTEGER, Integer, true, false),
+    attr!("pwdLockout", [], "1.3.6.1.4.1.42.2.27.8.1.7", BOOLEAN, Boolean, true, false),
+    attr!("pwdMaxFailure", [], "1.3.6.1.4.1.42.2.27.8.1.9", INTEGER, Integer, true, false),
+    attr!("pwdMustChange", [], "1.3.6.1.4.1.42.2.27.8.1.12", BOOLEAN, Boolean, true, false),
+    attr!("pwdAllowUserChange", [], "1.3.6.1.4.1.42.2.27.8.1.13", BOOLEAN, Boolean, true, false),
+    attr!("pwdSafeModify", [], "1.3.6.1.4.1.42.2.27.8.1.14", BOOLEAN, Boolean, true, false),
     // Root DSE
     attr!("namingContexts", [], "1.3.6.1.4.1.1466.101.120.5", DN, Dn, false, true),
     attr!("defaultNamingContext", [], "1.2.840.113556.1.4.2034", DN, Dn, true, true),
@@ -239,6 +247,14 @@ static CLASSES: &[ClassDef] = &[
         kind: "STRUCTURAL",
         must: &["cn"],
         may: &["description", "ou"],
+    },
+    ClassDef {
+        name: "pwdPolicy",
+        oid: "1.3.6.1.4.1.42.2.27.8.2.1",
+        sup: "top",
+        kind: "AUXILIARY",
+        must: &["pwdAttribute"],
+        may: &["pwdMinLength", "pwdLockout", "pwdMaxFailure", "pwdMustChange", "pwdAllowUserChange", "pwdSafeModify"],
     },
     ClassDef {
         name: "subentry",
