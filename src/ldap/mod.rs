@@ -1,6 +1,7 @@
 //! The LDAP v3 front end.
 
 pub mod attrs;
+pub mod codec;
 pub mod dit;
 pub mod dn;
 pub mod error;

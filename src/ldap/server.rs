@@ -12,10 +12,10 @@ use ldap3_proto::simple::DisconnectionNotice;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::server::TlsStream;
-use tokio_util::bytes::BytesMut;
-use tokio_util::codec::{Decoder, Encoder, Framed, FramedParts};
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::either::Either;
 
+use super::codec::Codec;
 use super::session::{LdapContext, OID_STARTTLS, Session};
 use super::tls::Tls;
 
@@ -32,34 +32,6 @@ pub enum Mode {
     Plain { starttls: Option<Arc<Tls>> },
     /// LDAPS: TLS from the first byte.
     Ldaps(Arc<Tls>),
-}
-
-/// BER nesting allowed by the decoder; deeper filters are cut off before they cost anything.
-const MAX_BER_DEPTH: usize = 160;
-
-/// The LDAP codec, refusing at once input whose first octet cannot start an LDAPMessage (a
-/// SEQUENCE, 0x30). Without this, bytes such as an HTTP request parse as the start of some other
-/// element with a large length, and the connection waits for the idle timeout.
-struct Codec(LdapCodec);
-
-impl Decoder for Codec {
-    type Item = ldap3_proto::proto::LdapMsg;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        if buf.first().is_some_and(|&b| b != 0x30) {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not an LDAP message"));
-        }
-        self.0.decode(buf)
-    }
-}
-
-impl Encoder<ldap3_proto::proto::LdapMsg> for Codec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, msg: ldap3_proto::proto::LdapMsg, buf: &mut BytesMut) -> Result<(), Self::Error> {
-        self.0.encode(msg, buf)
-    }
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mode: Mode, mut shutdown: watch::Receiver<bool>) {
@@ -161,7 +133,7 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let idle = ctx.cfg.idle_timeout;
-    let codec = Codec(LdapCodec::new(Some(ctx.cfg.max_message_bytes), Some(MAX_BER_DEPTH)));
+    let codec = Codec::new(&ctx.cfg, ctx.pending.clone());
     let tls = matches!(stream, Either::Right(_));
     let mut framed = Framed::new(stream, codec);
     let mut session = Session::new(ctx, peer, tls);
@@ -186,16 +158,11 @@ async fn connection(
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                let why = if e.kind() == std::io::ErrorKind::OutOfMemory {
-                    "message larger than the server accepts (ldap.max_message_bytes)".to_string()
-                } else {
-                    "malformed LDAP message".to_string()
-                };
-                tracing::info!(%peer, error = %e, "closing LDAP connection: {why}");
+                tracing::info!(%peer, error = ?e, "closing LDAP connection: {e}");
                 metrics::counter!("idgate_ldap_protocol_errors_total").increment(1);
                 let _ = tokio::time::timeout(
                     std::time::Duration::from_secs(1),
-                    framed.send(DisconnectionNotice::gen_response(Code::ProtocolError, &why)),
+                    framed.send(DisconnectionNotice::gen_response(e.notice_code(), &e.to_string())),
                 )
                 .await;
                 break;

@@ -12,6 +12,7 @@ use ldap3_proto::proto::{
     LdapSearchScope,
 };
 
+use super::codec::PendingBudget;
 use super::dit::{Dit, DitCache, DitSettings, Entry, EntryKind};
 use super::dn::Dn;
 use super::error::LdapError;
@@ -34,6 +35,8 @@ pub struct LdapContext {
     pub(in crate::ldap) root_dse: Entry,
     pub(in crate::ldap) schema_entry: Entry,
     pub(in crate::ldap) schema_dn: String,
+    /// Bytes of large messages still arriving on any connection (`ldap.max_pending_bytes`).
+    pub(in crate::ldap) pending: Arc<PendingBudget>,
 }
 
 impl LdapContext {
@@ -45,6 +48,7 @@ impl LdapContext {
         Ok(LdapContext {
             schema_dn: Dn::parse("cn=schema").map(|d| d.normalized()).unwrap_or_default(),
             dits: DitCache::new(settings),
+            pending: PendingBudget::new(cfg.max_pending_bytes),
             dir,
             cfg,
             root_dse,
