@@ -200,6 +200,10 @@ impl Directory {
         let r = async {
             let _grant = self.authorize(caller, Action::WriteUsers)?;
             self.capable(self.capabilities().user_create, "creating users")?;
+            check_new_user(&spec.new)?;
+            if let Some(display) = &spec.display_name {
+                check_text("displayName", display, false)?;
+            }
             if let Some(p) = &spec.new.password {
                 self.check_password_policy(p)?;
             }
@@ -288,6 +292,10 @@ impl Directory {
         };
         let caps = self.capabilities();
         let changes = &edit.changes;
+        check_user_changes(changes)?;
+        if let Some(Some(display)) = &edit.display_name {
+            check_text("displayName", display, false)?;
+        }
         if !changes.is_empty() {
             self.capable(caps.user_update, "changing users")?;
         }
@@ -441,6 +449,10 @@ impl Directory {
         let r = async {
             let _grant = self.authorize(caller, Action::WriteGroups)?;
             self.capable(self.capabilities().group_create, "creating groups")?;
+            check_text("name", &spec.new.name, false)?;
+            if let Some(d) = &spec.new.description {
+                check_text("description", d, true)?;
+            }
             if !spec.new.members.is_empty() {
                 self.capable(self.capabilities().member_add, "adding group members")?;
             }
@@ -511,6 +523,12 @@ impl Directory {
             description: edit.description.clone().filter(|d| *d != group.description),
         };
         // Everything is checked before the first backend call.
+        if let Some(n) = &fields.name {
+            check_text("name", n, false)?;
+        }
+        if let Some(Some(d)) = &fields.description {
+            check_text("description", d, true)?;
+        }
         let caps = self.capabilities();
         if let Some(m) = add.iter().find(|m| snap.user_index(m).is_none()) {
             return Err(DirectoryError::invalid_attr("members", format!("member {m:?} is not an existing user")));
@@ -653,6 +671,60 @@ fn finish<E: From<DirectoryError>>(
             Err(e)
         }
     }
+}
+
+/// Refuses control characters: in a login or a name they would forge DNs (`uid=a\00b`), log lines
+/// and terminal output downstream. Free text (a group's description) may keep tabs and newlines.
+fn check_text(attribute: &'static str, value: &str, multiline: bool) -> Result<(), DirectoryError> {
+    let bad = value.chars().find(|&c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')));
+    match bad {
+        Some(c) => Err(DirectoryError::invalid_attr(
+            attribute,
+            format!("{attribute} must not contain control characters (found U+{:04X})", c as u32),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_new_user(u: &NewUser) -> Result<(), DirectoryError> {
+    check_text("login", &u.login, false)?;
+    for (attr, v) in [("firstName", &u.first_name), ("lastName", &u.last_name), ("email", &u.email)] {
+        check_text(attr, v, false)?;
+    }
+    for (attr, v) in [
+        ("phone", &u.phone),
+        ("mobile", &u.mobile),
+        ("title", &u.title),
+        ("employeeNumber", &u.employee_number),
+        ("locale", &u.locale),
+    ] {
+        if let Some(v) = v {
+            check_text(attr, v, false)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_user_changes(c: &UserChanges) -> Result<(), DirectoryError> {
+    for (attr, v) in
+        [("login", &c.login), ("firstName", &c.first_name), ("lastName", &c.last_name), ("email", &c.email)]
+    {
+        if let Some(v) = v {
+            check_text(attr, v, false)?;
+        }
+    }
+    for (attr, v) in [
+        ("phone", &c.phone),
+        ("mobile", &c.mobile),
+        ("title", &c.title),
+        ("employeeNumber", &c.employee_number),
+        ("locale", &c.locale),
+    ] {
+        if let Some(Some(v)) = v {
+            check_text(attr, v, false)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -73,6 +73,18 @@ fn parse_ops(body: &Value, max: usize) -> Result<(Vec<BulkOp>, Option<usize>), S
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // References resolve by bulkId, so two operations may not share one.
+    let mut seen = std::collections::HashMap::new();
+    for (i, op) in parsed.iter().enumerate() {
+        if let Some(b) = &op.bulk_id
+            && let Some(first) = seen.insert(b.as_str(), i)
+        {
+            return Err(ScimError::bad_request(
+                "invalidValue",
+                format!("operations {} and {} have the same bulkId {b:?}; bulkIds must be unique", first + 1, i + 1),
+            ));
+        }
+    }
     Ok((parsed, fail_on_errors))
 }
 

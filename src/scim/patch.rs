@@ -248,13 +248,15 @@ fn apply_attr(
     };
     let obj = container.as_object_mut().ok_or_else(|| ScimError::invalid_syntax("resource is not an object"))?;
     if read_only {
-        // Okta repeats `id` in path-less replaces; a read-only value equal to the current one, or
-        // any read-only value in a path-less (whole-resource) update, changes nothing.
+        // Okta repeats `id` in path-less replaces: a read-only value equal to the current one
+        // changes nothing. Server-managed values (meta, groups) echoed back in a path-less
+        // (whole-resource) update are ignored; a different `id` never is.
         let current = obj.get(a.name).map(|c| match &r.sub {
             Some(s) => get_ci(c, s).cloned().unwrap_or(Value::Null),
             None => c.clone(),
         });
-        if !explicit_path || op == OpKind::Remove && current.is_none() || current.as_ref() == value {
+        if (!explicit_path && a.name != "id") || op == OpKind::Remove && current.is_none() || current.as_ref() == value
+        {
             return Ok(());
         }
         return Err(ScimError::mutability(format!("{name} is read-only")));
@@ -539,6 +541,9 @@ mod tests {
         assert_eq!(g["displayName"], "renamed");
         let e = run(&mut g, &def, ops(json!([{"op": "replace", "path": "id", "value": "2"}]))).unwrap_err();
         assert_eq!(e.scim_type, Some("mutability"));
+        let e = run(&mut g, &def, ops(json!([{"op": "replace", "value": {"id": "2"}}]))).unwrap_err();
+        assert_eq!(e.scim_type, Some("mutability"), "a different id in a path-less replace");
+        assert_eq!(g["id"], "1");
         run(&mut g, &def, ops(json!([{"op": "replace", "path": "members", "value": [{"value": "9"}]}]))).unwrap();
         assert_eq!(g["members"], json!([{"value": "9"}]));
         run(&mut g, &def, ops(json!([{"op": "remove", "path": "members"}]))).unwrap();
