@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, LogFormat};
+use crate::config::{Config, ConfigError};
 
 #[derive(Parser)]
 #[command(name = "idgate", version, about = "LDAP and SCIM gateway in front of ERP user APIs")]
@@ -26,19 +26,6 @@ pub enum Command {
     Version,
 }
 
-fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    // ldap3_proto logs whole offending messages at ERROR; our own log says what matters.
-    let directive = format!("{},ldap3_proto=off", cfg.log.level);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directive));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => {
@@ -48,7 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { config } => check_config(&config).await,
         Command::Serve { config } => {
             let cfg = load_config(&config)?;
-            init_logging(&cfg);
+            crate::logging::init(&cfg);
             let running = crate::app::start(cfg).await?;
             let stop = running.shutdown_sender();
             wait_for_signal().await;

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod ldap;
+pub mod logging;
 pub mod model;
 pub mod ops;
 pub mod scim;

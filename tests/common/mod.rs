@@ -3,6 +3,7 @@
 //! accounts (`DirFixture`) that the client replays in `replays.rs` run against.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod replays;
 pub mod scim;
 
