@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -326,36 +326,6 @@ async fn large_messages_share_the_pending_budget() {
 
 // ---- the real binary: nothing on stdout -----------------------------------------------------------
 
-/// The demo config with ephemeral ports, a private state file and JSON logs on stderr.
-fn subprocess_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("config/demo.toml")).expect("demo config");
-    let mut doc: toml::Table = text.parse().expect("demo config parses");
-    let table = |doc: &toml::Table, key: &str| -> toml::Table {
-        doc.get(key).and_then(|t| t.as_table()).cloned().unwrap_or_default()
-    };
-    let mut log = table(&doc, "log");
-    log.insert("format".into(), "json".into());
-    log.insert("level".into(), "info".into());
-    doc.insert("log".into(), log.into());
-    let mut ldap = table(&doc, "ldap");
-    ldap.insert("listen".into(), "127.0.0.1:0".into());
-    ldap.remove("ldaps_listen");
-    doc.insert("ldap".into(), ldap.into());
-    let mut http = table(&doc, "http");
-    http.insert("listen".into(), "127.0.0.1:0".into());
-    doc.insert("http".into(), http.into());
-    let mut scim = table(&doc, "scim");
-    scim.insert("state_path".into(), dir.join("scim.redb").to_string_lossy().into_owned().into());
-    doc.insert("scim".into(), scim.into());
-    let mut backend = table(&doc, "backend");
-    backend.insert("seed".into(), root.join("config/demo-directory.json").to_string_lossy().into_owned().into());
-    doc.insert("backend".into(), backend.into());
-    let path = dir.join("idgate.toml");
-    std::fs::write(&path, toml::to_string(&doc).expect("config serialises")).expect("write config");
-    path
-}
-
 /// Sends `bytes` on a fresh connection and returns everything the server answers until it closes.
 fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the subprocess");
@@ -369,47 +339,8 @@ fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn unknown_operations_are_refused_and_nothing_reaches_stdout() {
     let _serial = SERIAL.blocking_lock();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = subprocess_config(dir.path());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_idgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .env_remove("IDGATE_CONFIG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start idgate");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-
-    // The LDAP address comes from the "listening" log line; stderr is drained to the end.
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let logs = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["fields"]["message"] == "idgate listening"
-                && let Some(a) = v["fields"]["ldap_addr"].as_str().and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-            {
-                let _ = addr_tx.send(a);
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(30)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("idgate did not start: {}", logs.join().unwrap_or_default());
-    };
+    let gw = common::process::Gateway::start();
+    let addr = gw.ldap_addr;
 
     // [APPLICATION 26], [APPLICATION 17], a constructed DelRequest and a primitive BindRequest:
     // each one an operation ldap3_proto would answer with a line on stdout.
@@ -438,21 +369,8 @@ fn unknown_operations_are_refused_and_nothing_reaches_stdout() {
     drop(s);
 
     // A clean stop flushes whatever the process might have buffered.
-    let stopped = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    if !stopped.is_ok_and(|s| s.success()) {
-        let _ = child.kill();
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.wait();
-    let stdout = out.join().expect("stdout reader");
-    let logs = logs.join().expect("stderr reader");
+    let stopped = gw.stop(Duration::from_secs(20));
+    let (stdout, logs) = (stopped.stdout, stopped.logs);
     assert!(logs.contains("unknown protocolOp"), "the refusals are logged on stderr: {logs}");
     assert!(stdout.is_empty(), "idgate wrote to stdout: {:?}", String::from_utf8_lossy(&stdout));
 }
