@@ -28,9 +28,9 @@ fn quick(c: &mut Config) {
 }
 
 /// These tests measure times and memory: one at a time, so that they do not measure each other.
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock().unwrap_or_else(|e| e.into_inner())
+async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -60,7 +60,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_application_address_with_100_failures_still_binds_its_service_and_its_users() {
-    let _alone = alone();
+    let _alone = alone().await;
     let demo = start_demo_with(quick).await;
     let addr = demo.running.ldap_addr;
     let users = ["bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory"];
@@ -89,7 +89,7 @@ async fn a_shared_application_address_with_100_failures_still_binds_its_service_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_account_cannot_be_switched_off_from_outside_its_networks() {
-    let _alone = alone();
+    let _alone = alone().await;
     let demo = start_demo_with(|c| {
         quick(c);
         for sa in &mut c.ldap.service_accounts {
@@ -118,7 +118,7 @@ async fn a_service_account_cannot_be_switched_off_from_outside_its_networks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_mistypes_is_slowed_down_never_refused_and_busy_is_not_a_wrong_password() {
-    let _alone = alone();
+    let _alone = alone().await;
     let demo = start_demo_with(quick).await;
     let addr = demo.running.ldap_addr;
     let alice = user_dn("alice");
@@ -169,7 +169,7 @@ async fn failure_medians(
             for j in 0..3 {
                 let k = (i + j) % 3; // rotate which kind goes first
                 let source = ip(&format!("127.{}.{}.{}", 101 + k, i / 200, i % 200 + 1));
-                let dn = user_dn(&kinds[k][i]);
+                let dn = user_dn(kinds[k].get(i).expect("a name per bind"));
                 tasks.push((k, tokio::spawn(async move { bind_from(addr, source, &dn, "Wrong-Password-9").await })));
             }
         }
@@ -197,7 +197,7 @@ fn spread(m: &[f64; 3]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_binds_take_the_same_time_whatever_the_cause_in_front_of_the_demo() {
-    let _alone = alone();
+    let _alone = alone().await;
     let demo = start_demo_with(|_| {}).await;
     const N: usize = 30;
     let mut names: [Vec<String>; 3] = Default::default();
@@ -251,7 +251,7 @@ async fn start_dolibarr(sim: &DolibarrSim) -> idgate::app::Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_binds_take_the_same_time_in_front_of_a_dolibarr_that_delays_failures_by_a_second() {
-    let _alone = alone();
+    let _alone = alone().await;
     let sim = DolibarrSim::start(Version::V22).await;
     sim.set_login_delay(Duration::from_secs(1));
     const N: usize = 30;
@@ -279,7 +279,7 @@ async fn failed_binds_take_the_same_time_in_front_of_a_dolibarr_that_delays_fail
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_of_made_up_names_do_not_each_cost_a_backend_call() {
-    let _alone = alone();
+    let _alone = alone().await;
     let sim = DolibarrSim::start(Version::V22).await;
     let running = start_dolibarr(&sim).await;
     sim.reset_counts();
@@ -311,7 +311,7 @@ async fn binds_of_made_up_names_do_not_each_cost_a_backend_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brute_force_does_not_grow_the_process() {
-    let _alone = alone();
+    let _alone = alone().await;
     let demo = start_demo_with(quick).await;
     let addr = demo.running.ldap_addr;
     let burst = |n: usize, round: usize| async move {

@@ -83,12 +83,12 @@ fn room<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Counter>, now: Instant, fo
 }
 
 /// The counter for `key`, reset when it has been idle longer than `forget`.
-fn counter<'m, K: std::hash::Hash + Eq>(
-    map: &'m mut HashMap<K, Counter>,
+fn counter<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Counter>,
     key: K,
     now: Instant,
     forget: Duration,
-) -> Option<&'m mut Counter> {
+) -> Option<&mut Counter> {
     if !map.contains_key(&key) && !room(map, now, forget) {
         return None;
     }

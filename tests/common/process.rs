@@ -10,11 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A change to the config document.
+pub type ConfigEdit = Box<dyn FnOnce(&mut toml::Table)>;
+
 /// How to start the child, beyond the demo config.
 #[derive(Default)]
 pub struct Options {
     /// Changes to the config document (the demo's, with the test's ports, state and log format).
-    pub edit: Option<Box<dyn FnOnce(&mut toml::Table)>>,
+    pub edit: Option<ConfigEdit>,
     /// Environment variables (e.g. `RUST_LOG`); `RUST_LOG` is unset otherwise.
     pub env: Vec<(String, String)>,
     /// The child's soft descriptor limit (set before exec, as a shell's `ulimit -Sn` would).
@@ -50,7 +53,7 @@ pub fn table<'a>(doc: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
     v.as_table_mut().expect("a table")
 }
 
-fn config(dir: &Path, edit: Option<Box<dyn FnOnce(&mut toml::Table)>>) -> PathBuf {
+fn config(dir: &Path, edit: Option<ConfigEdit>) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("config/demo.toml")).expect("demo config");
     let mut doc: toml::Table = text.parse().expect("demo config parses");
