@@ -135,16 +135,13 @@ pub async fn start_with_backend(mut cfg: Config, backend: Arc<dyn Backend>) -> a
         let scim = crate::scim::ScimState::new(directory.clone(), cfg.scim.clone());
         router = router.merge(crate::scim::router(Arc::new(scim)));
     }
-    let mut http_shutdown = rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(http_listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.changed().await;
-            });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::http::serve(
+        http_listener,
+        router,
+        cfg.http.clone(),
+        cfg.shutdown_timeout,
+        rx.clone(),
+    )));
     if let Some(m) = metrics {
         let mut stop = rx.clone();
         tasks.push(tokio::spawn(async move {

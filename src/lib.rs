@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod directory;
+pub mod http;
 pub mod ldap;
 pub mod limits;
 pub mod model;
