@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::backend::{self, Backend};
 use crate::config::Config;
@@ -55,8 +55,10 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 /// Starts the gateway with the given backend (tests pass their own).
-pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyhow::Result<Running> {
+pub async fn start_with_backend(mut cfg: Config, backend: Arc<dyn Backend>) -> anyhow::Result<Running> {
     crate::ldap::validate(&cfg.ldap).map_err(anyhow::Error::msg)?;
+    // Before anything opens descriptors: the caps in `cfg` become the ones the limit allows.
+    crate::limits::apply(&mut cfg)?;
     let metrics = metrics_handle();
     match backend.probe().await {
         Ok(report) => {
@@ -86,12 +88,20 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
     let ldap_addr = ldap_listener.local_addr()?;
     let ctx = Arc::new(LdapContext::new(cfg.ldap.clone(), directory.clone()).map_err(anyhow::Error::msg)?);
     let starttls = if cfg.ldap.starttls { tls.clone() } else { None };
-    tasks.push(tokio::spawn(serve(ldap_listener, ctx.clone(), Mode::Plain { starttls }, rx.clone())));
+    // One cap for LDAP and LDAPS together: the budget is per protocol, not per port.
+    let ldap_slots = Arc::new(Semaphore::new(cfg.ldap.max_connections.max(1)));
+    tasks.push(tokio::spawn(serve(
+        ldap_listener,
+        ctx.clone(),
+        Mode::Plain { starttls },
+        ldap_slots.clone(),
+        rx.clone(),
+    )));
     let mut ldaps_addr = None;
     if let (Some(addr), Some(tls)) = (cfg.ldap.ldaps_listen, &tls) {
         let l = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen for LDAPS on {addr}: {e}"))?;
         ldaps_addr = Some(l.local_addr()?);
-        tasks.push(tokio::spawn(serve(l, ctx, Mode::Ldaps(tls.clone()), rx.clone())));
+        tasks.push(tokio::spawn(serve(l, ctx, Mode::Ldaps(tls.clone()), ldap_slots, rx.clone())));
     }
     // SIGHUP reloads the TLS certificate; without TLS it is logged, never fatal.
     #[cfg(unix)]
@@ -125,16 +135,13 @@ pub async fn start_with_backend(cfg: Config, backend: Arc<dyn Backend>) -> anyho
         let scim = crate::scim::ScimState::new(directory.clone(), cfg.scim.clone());
         router = router.merge(crate::scim::router(Arc::new(scim)));
     }
-    let mut http_shutdown = rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(http_listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.changed().await;
-            });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::http::serve(
+        http_listener,
+        router,
+        cfg.http.clone(),
+        cfg.shutdown_timeout,
+        rx.clone(),
+    )));
     if let Some(m) = metrics {
         let mut stop = rx.clone();
         tasks.push(tokio::spawn(async move {

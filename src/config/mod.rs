@@ -84,6 +84,8 @@ pub struct LdapConfig {
     pub bind_domain: Option<String>,
     /// Let anonymous clients read the tree like a `read` service account.
     pub allow_anonymous: bool,
+    /// Open connections at most, the LDAP and LDAPS listeners together; beyond it new connections
+    /// get a `busy` notice and are closed. Lowered at start when the descriptor limit is too low.
     pub max_connections: usize,
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
@@ -267,7 +269,8 @@ fn no_access() -> Access {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    /// Open HTTP connections at most; beyond it new connections are closed at once.
+    /// Open HTTP connections at most; beyond it new connections are closed at once. Lowered at
+    /// start when the descriptor limit is too low.
     pub max_connections: usize,
     /// Time a client has to send a request's headers.
     #[serde(with = "duration")]
@@ -559,6 +562,13 @@ impl Config {
                 "scim: max_results and bulk_max_operations must be positive, max_body_bytes at least 1024".into()
             );
         }
+        if self.ldap.max_connections == 0 || self.http.max_connections == 0 {
+            return Err("ldap.max_connections and http.max_connections must be positive".into());
+        }
+        let h = &self.http;
+        if [h.header_timeout, h.body_timeout, h.request_timeout, h.idle_timeout].contains(&Duration::ZERO) {
+            return Err("http: header_timeout, body_timeout, request_timeout and idle_timeout must be positive".into());
+        }
         if self.cache.max_stale < self.cache.refresh_interval {
             return Err("cache.max_stale must be at least cache.refresh_interval".into());
         }
@@ -659,6 +669,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("access must be"), "{e}");
+    }
+
+    #[test]
+    fn connection_caps_and_http_timeouts_must_be_positive() {
+        let base = "[backend]\nkind = \"memory\"\n";
+        assert!(Config::parse(base).unwrap().validate().is_ok());
+        for bad in
+            ["[http]\nmax_connections = 0\n", "[ldap]\nmax_connections = 0\n", "[http]\nheader_timeout = \"0s\"\n"]
+        {
+            let e = Config::parse(&format!("{bad}{base}")).unwrap().validate().unwrap_err();
+            assert!(e.contains("must be positive"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -12,12 +12,14 @@ use ldap3_proto::simple::DisconnectionNotice;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::server::TlsStream;
-use tokio_util::codec::{Framed, FramedParts};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Encoder, Framed, FramedParts};
 use tokio_util::either::Either;
 
 use super::codec::Codec;
 use super::session::{LdapContext, OID_STARTTLS, Session};
 use super::tls::Tls;
+use crate::accept::{Backoff, RateLimitedWarn, WARN_INTERVAL, is_per_connection, suppressed_note};
 
 /// A client connection, in clear text or TLS.
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
@@ -34,21 +36,53 @@ pub enum Mode {
     Ldaps(Arc<Tls>),
 }
 
-pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mode: Mode, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(ctx.cfg.max_connections.max(1)));
+/// Accepts LDAP connections until `shutdown` turns true. `slots` is the connection cap
+/// (`ldap.max_connections`), shared by the LDAP and LDAPS listeners: one budget of descriptors for
+/// the protocol, whichever port clients use.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<LdapContext>,
+    mode: Mode,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = if matches!(mode, Mode::Ldaps(_)) { "ldaps" } else { "ldap" };
+    // Sent, without waiting, to a connection refused at the cap before it is closed.
+    let mut busy = BytesMut::new();
+    let notice = DisconnectionNotice::gen_response(Code::Busy, "too many connections");
+    if LdapCodec::default().encode(notice, &mut busy).is_err() {
+        busy.clear();
+    }
+    let mut refused = RateLimitedWarn::new(WARN_INTERVAL);
+    let mut failed = RateLimitedWarn::new(WARN_INTERVAL);
+    let mut backoff = Backoff::new();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "LDAP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = shutdown.changed() => break,
         };
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                // Out of descriptors or memory: accepting again at once would fail the same way.
+                if let Some(suppressed) = failed.check() {
+                    tracing::warn!(
+                        listener = name,
+                        error = %e,
+                        "LDAP accept failed; pausing accepts {}",
+                        suppressed_note(suppressed)
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_pause()) => continue,
+                    _ = shutdown.changed() => break,
+                }
+            }
+        };
+        backoff.reset();
         let _ = stream.set_nodelay(true);
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
@@ -74,14 +108,24 @@ pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mode: Mode, mut
                 });
             }
             Err(_) => {
-                tracing::warn!(%peer, "LDAP connection refused: ldap.max_connections reached");
-                tasks.spawn(async move {
-                    let mut framed = Framed::new(stream, LdapCodec::default());
-                    let _ = framed.send(DisconnectionNotice::gen_response(Code::Busy, "too many connections")).await;
-                });
+                // Refused at once: a task per refused connection would let them pile up. On LDAPS
+                // the clear-text notice means nothing to the client, which sees the close.
+                if matches!(mode, Mode::Plain { .. }) {
+                    let _ = stream.try_write(&busy);
+                }
+                drop(stream);
+                metrics::counter!("idgate_connections_refused_total", "listener" => name).increment(1);
+                if let Some(suppressed) = refused.check() {
+                    tracing::warn!(
+                        listener = name,
+                        %peer,
+                        "LDAP connection refused: ldap.max_connections ({}) reached {}",
+                        ctx.cfg.max_connections,
+                        suppressed_note(suppressed)
+                    );
+                }
             }
         }
-        while tasks.try_join_next().is_some() {}
     }
     // Let open connections finish the request they are on; they see the shutdown flag too.
     let drain = async { while tasks.join_next().await.is_some() {} };

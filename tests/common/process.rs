@@ -20,8 +20,8 @@ pub struct Options {
     pub edit: Option<ConfigEdit>,
     /// Environment variables (e.g. `RUST_LOG`); `RUST_LOG` is unset otherwise.
     pub env: Vec<(String, String)>,
-    /// The child's soft descriptor limit (set before exec, as a shell's `ulimit -Sn` would).
-    pub nofile_soft: Option<u64>,
+    /// The child's descriptor limit, (soft, hard), set before exec as `ulimit -n` would.
+    pub nofile: Option<(u64, u64)>,
 }
 
 pub struct Gateway {
@@ -104,18 +104,12 @@ impl Gateway {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(n) = opts.nofile_soft {
-            let limit = format!("ulimit -Sn {n} && exec \"$0\" \"$@\"");
-            let mut sh = Command::new("sh");
-            sh.arg("-c").arg(limit).arg(cmd.get_program()).args(cmd.get_args());
-            for (k, v) in cmd.get_envs() {
-                match v {
-                    Some(v) => sh.env(k, v),
-                    None => sh.env_remove(k),
-                };
+        if let Some((soft, hard)) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
             }
-            sh.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            cmd = sh;
         }
         let mut child = cmd.spawn().expect("start idgate");
         let mut stdout = child.stdout.take().expect("stdout");
@@ -165,6 +159,16 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Descriptors the child holds now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// The child's exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The log lines so far.
