@@ -37,6 +37,8 @@ pub struct LdapContext {
     pub(in crate::ldap) schema_dn: String,
     /// Bytes of large messages still arriving on any connection (`ldap.max_pending_bytes`).
     pub(in crate::ldap) pending: Arc<PendingBudget>,
+    /// Binds that could not be checked (a backend outage) warn once per interval, not per bind.
+    pub(in crate::ldap) unchecked_binds: std::sync::Mutex<crate::accept::RateLimitedWarn>,
 }
 
 impl LdapContext {
@@ -49,6 +51,7 @@ impl LdapContext {
             schema_dn: Dn::parse("cn=schema").map(|d| d.normalized()).unwrap_or_default(),
             dits: DitCache::new(settings),
             pending: PendingBudget::new(cfg.max_pending_bytes),
+            unchecked_binds: std::sync::Mutex::new(crate::accept::RateLimitedWarn::new(crate::accept::WARN_INTERVAL)),
             dir,
             cfg,
             root_dse,

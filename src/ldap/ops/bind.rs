@@ -71,7 +71,11 @@ impl Session {
             ),
             Err(e) => {
                 let e = LdapError::from(e);
-                tracing::warn!(peer = %self.peer, error = %e.message, "bind could not be checked");
+                let due = self.ctx.unchecked_binds.lock().unwrap_or_else(|p| p.into_inner()).check();
+                if let Some(n) = due {
+                    let note = crate::accept::suppressed_note(n);
+                    tracing::warn!(peer = %self.peer, error = %e.message, "bind could not be checked {note}");
+                }
                 res(if e.code == Code::InvalidCredentials { Code::Unavailable } else { e.code }, e.message)
             }
         };
