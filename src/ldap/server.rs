@@ -37,29 +37,103 @@ pub enum Mode {
 /// BER nesting allowed by the decoder; deeper filters are cut off before they cost anything.
 const MAX_BER_DEPTH: usize = 160;
 
+/// Messages longer than this are decoded on the blocking pool: decoding a filter of a megabyte
+/// takes tens of milliseconds, too long to hold a request worker.
+const LARGE_MESSAGE: usize = 64 * 1024;
+
+/// What the codec yields: a decoded message, or a large one still to be decoded.
+enum Frame {
+    Msg(LdapMsg),
+    Large(BytesMut),
+}
+
+/// The start of a BER element, as far as framing needs it.
+enum Header {
+    Incomplete,
+    /// The element's whole length, header included.
+    Len(usize),
+    /// A form only the full decoder judges (indefinite or over-long lengths).
+    Other,
+}
+
+fn header(buf: &[u8]) -> Header {
+    let Some(&first) = buf.get(1) else { return Header::Incomplete };
+    if first < 0x80 {
+        return Header::Len(2 + first as usize);
+    }
+    let n = (first & 0x7f) as usize;
+    if n == 0 || n > 4 {
+        return Header::Other;
+    }
+    let Some(octets) = buf.get(2..2 + n) else { return Header::Incomplete };
+    let body = octets.iter().fold(0u64, |len, &b| (len << 8) | u64::from(b));
+    Header::Len(usize::try_from(body).unwrap_or(usize::MAX).saturating_add(2 + n))
+}
+
 /// The LDAP codec, refusing at once input whose first octet cannot start an LDAPMessage (a
 /// SEQUENCE, 0x30). Without this, bytes such as an HTTP request parse as the start of some other
-/// element with a large length, and the connection waits for the idle timeout.
-struct Codec(LdapCodec);
+/// element with a large length, and the connection waits for the idle timeout. Large messages are
+/// framed here and decoded elsewhere (see [`LARGE_MESSAGE`]).
+struct Codec {
+    inner: LdapCodec,
+    max: usize,
+}
 
-impl Decoder for Codec {
-    type Item = ldap3_proto::proto::LdapMsg;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        if buf.first().is_some_and(|&b| b != 0x30) {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not an LDAP message"));
-        }
-        self.0.decode(buf)
+impl Codec {
+    fn new(max: usize) -> Codec {
+        Codec { inner: LdapCodec::new(Some(max), Some(MAX_BER_DEPTH)), max }
     }
 }
 
-impl Encoder<ldap3_proto::proto::LdapMsg> for Codec {
+impl Decoder for Codec {
+    type Item = Frame;
     type Error = std::io::Error;
 
-    fn encode(&mut self, msg: ldap3_proto::proto::LdapMsg, buf: &mut BytesMut) -> Result<(), Self::Error> {
-        self.0.encode(msg, buf)
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
+        if buf.first().is_some_and(|&b| b != 0x30) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not an LDAP message"));
+        }
+        if let Header::Len(len) = header(buf)
+            && len > LARGE_MESSAGE
+        {
+            if len > self.max {
+                return Err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, "LDAP message too large"));
+            }
+            if buf.len() < len {
+                buf.reserve(len - buf.len());
+                return Ok(None);
+            }
+            return Ok(Some(Frame::Large(buf.split_to(len))));
+        }
+        Ok(self.inner.decode(buf)?.map(Frame::Msg))
     }
+}
+
+impl Encoder<LdapMsg> for Codec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, msg: LdapMsg, buf: &mut BytesMut) -> Result<(), Self::Error> {
+        self.inner.encode(msg, buf)
+    }
+}
+
+/// Decodes a large message on the blocking pool, as many at once as `ldap.costly_searches`.
+async fn decode_large(ctx: &LdapContext, mut bytes: BytesMut) -> std::io::Result<LdapMsg> {
+    let slot = ctx
+        .decode_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("the server is shutting down"))?;
+    let max = ctx.cfg.max_message_bytes;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        LdapCodec::new(Some(max), Some(MAX_BER_DEPTH))
+            .decode(&mut bytes)?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated LDAP message"))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mode: Mode, mut shutdown: watch::Receiver<bool>) {
@@ -111,9 +185,25 @@ pub async fn serve(listener: TcpListener, ctx: Arc<LdapContext>, mode: Mode, mut
         }
         while tasks.try_join_next().is_some() {}
     }
-    // Let open connections finish the request they are on; they see the shutdown flag too.
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    // Let open connections finish the request they are on; they see the shutdown flag too. The
+    // shutdown bounds this wait (`shutdown_timeout`) and then aborts this task, which drops (and so
+    // aborts) every connection still open.
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Resolves when the client has closed the connection (or it failed). It only peeks, so requests
+/// the client pipelined stay in the socket for the connection loop.
+async fn peer_gone(stream: &Stream) {
+    let tcp = match stream {
+        Either::Left(tcp) => tcp,
+        Either::Right(tls) => tls.get_ref().0,
+    };
+    match tcp.peek(&mut [0u8; 1]).await {
+        Ok(0) | Err(_) => {}
+        // The client sent more (another request, an Abandon): a close behind those bytes cannot be
+        // seen without reading them, so the search runs to its own limits.
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 fn starttls_reply(msgid: i32, r: LdapResult) -> LdapMsg {
@@ -161,10 +251,10 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let idle = ctx.cfg.idle_timeout;
-    let codec = Codec(LdapCodec::new(Some(ctx.cfg.max_message_bytes), Some(MAX_BER_DEPTH)));
+    let codec = Codec::new(ctx.cfg.max_message_bytes);
     let tls = matches!(stream, Either::Right(_));
     let mut framed = Framed::new(stream, codec);
-    let mut session = Session::new(ctx, peer, tls);
+    let mut session = Session::new(ctx.clone(), peer, tls);
     tracing::debug!(%peer, "LDAP connection opened");
     loop {
         let next = tokio::select! {
@@ -174,7 +264,7 @@ async fn connection(
                 break;
             }
         };
-        let msg = match next {
+        let frame = match next {
             Err(_) => {
                 tracing::debug!(%peer, "LDAP connection idle; closing");
                 let _ = tokio::time::timeout(
@@ -185,7 +275,16 @@ async fn connection(
                 break;
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
+            Ok(Some(frame)) => frame,
+        };
+        let received = std::time::Instant::now();
+        let decoded = match frame {
+            Ok(Frame::Msg(m)) => Ok(m),
+            Ok(Frame::Large(bytes)) => decode_large(&ctx, bytes).await,
+            Err(e) => Err(e),
+        };
+        let msg = match decoded {
+            Err(e) => {
                 let why = if e.kind() == std::io::ErrorKind::OutOfMemory {
                     "message larger than the server accepts (ldap.max_message_bytes)".to_string()
                 } else {
@@ -200,7 +299,7 @@ async fn connection(
                 .await;
                 break;
             }
-            Ok(Some(Ok(m))) => m,
+            Ok(m) => m,
         };
         if let (LdapOp::ExtendedRequest(x), Some(tls), Either::Left(_)) = (&msg.op, &starttls, framed.get_ref())
             && x.name == OID_STARTTLS
@@ -215,7 +314,18 @@ async fn connection(
                 None => break,
             }
         }
-        let reply = session.handle(msg).await;
+        let reply = if matches!(msg.op, LdapOp::SearchRequest(_)) {
+            // A search may run long: if the client hangs up meanwhile, dropping it cancels it.
+            tokio::select! {
+                r = session.handle(msg, received) => r,
+                _ = peer_gone(framed.get_ref()) => {
+                    tracing::debug!(%peer, "client went away during a search; search cancelled");
+                    break;
+                }
+            }
+        } else {
+            session.handle(msg, received).await
+        };
         let write = async {
             for m in reply.msgs {
                 framed.feed(m).await?;
