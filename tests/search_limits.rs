@@ -406,6 +406,11 @@ async fn paged_state_is_bounded_and_refusals_are_clear() {
     assert_eq!(r.code, Code::AdminLimitExceeded, "{r:?}");
     assert!(r.message.contains("ldap.max_paged_state_bytes"), "{}", r.message);
     assert!(paged_state_gauge(demo.running.http_addr).await <= BUDGET as f64);
+    // Paged searches already open continue when the budget is full.
+    let ctrl = vec![LdapControl::SimplePagedResults { size: 1, cookie: cookies[1].clone() }];
+    send_bytes(&mut first, &encode(61, request(PEOPLE, filter(1), 0), ctrl)).await;
+    let (entries, r, _) = answer(&mut first, 61).await;
+    assert_eq!((r.code.clone(), entries), (Code::Success, 1), "an open paged search continues: {r:?}");
     // A search that needs no state (it fits in one page) is still answered.
     let mut probe = bound(addr, READER_DN, READER_PW).await;
     let ctrl = vec![LdapControl::SimplePagedResults { size: 500, cookie: Vec::new() }];

@@ -550,7 +550,8 @@ impl Session {
             if self.paged.len() >= self.ctx.cfg.max_paged_searches.max(1) {
                 self.paged.remove(0);
             }
-            match self.ctx.paged_state.charge(p.bytes()) {
+            // A continuing search keeps the charge it has; only a new one must fit.
+            match p.charge.take().or_else(|| self.ctx.paged_state.charge(p.bytes())) {
                 Some(charge) => p.charge = Some(charge),
                 None => {
                     return vec![done(
