@@ -187,7 +187,11 @@ async fn hostile_filters_do_not_stall_scim() {
         // a handful of entries, so hers may also finish within it.
         let ok = *code == Code::TimeLimitExceeded || (*code == Code::Success && who.starts_with("uid=alice"));
         assert!(ok, "hostile search as {who}: {code:?} {msg}");
-        assert!(*took < Duration::from_secs(4), "hostile search as {who} answered after {took:?} ({code:?})");
+        // One second of time limit, which counts from the message's arrival; large messages are
+        // decoded one at a time (ldap.costly_searches), so a search may also wait for the other
+        // seven megabytes to be decoded, slow in a debug build on a shared machine. Before, the
+        // reader's searches ran for about a minute each.
+        assert!(*took < Duration::from_secs(5), "hostile search as {who} answered after {took:?} ({code:?})");
     }
     assert!(
         answers.iter().any(|(who, c, _, _)| who == READER_DN && *c == Code::TimeLimitExceeded),
