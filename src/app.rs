@@ -26,14 +26,27 @@ pub struct Running {
     pub directory: Arc<Directory>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// `shutdown_timeout`: how long [`Running::shutdown`] may take in all.
+    shutdown_timeout: Duration,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
-    pub async fn shutdown(self) {
+    /// Stops accepting, lets in-flight requests finish, and returns within `shutdown_timeout` in
+    /// all: what still runs then is cancelled, searches on the blocking pool included (they stop
+    /// within a few work units; nobody waits for them).
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        for t in &mut self.tasks {
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                tracing::warn!("shutdown_timeout reached; cancelling what still runs");
+                break;
+            }
+        }
+        self.directory.searches().stop();
+        // Aborting a listener drops its connections, and with them the searches they await.
+        for t in &self.tasks {
+            t.abort();
         }
     }
 
@@ -154,7 +167,8 @@ pub async fn start_with_backend(mut cfg: Config, backend: Arc<dyn Backend>) -> a
         }));
     }
     tracing::info!(%ldap_addr, ?ldaps_addr, %http_addr, "idgate listening");
-    Ok(Running { ldap_addr, ldaps_addr, http_addr, directory, shutdown: tx, tasks })
+    let shutdown_timeout = cfg.shutdown_timeout;
+    Ok(Running { ldap_addr, ldaps_addr, http_addr, directory, shutdown: tx, tasks, shutdown_timeout })
 }
 
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {

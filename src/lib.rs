@@ -5,6 +5,7 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod costly;
 pub mod directory;
 pub mod http;
 pub mod ldap;

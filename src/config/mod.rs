@@ -129,7 +129,8 @@ pub struct LdapConfig {
     /// Bytes all connections together may hold of messages still arriving; beyond it, a connection
     /// sending a large message is closed with `busy`.
     pub max_pending_bytes: usize,
-    /// Bytes all connections together may hold in open paged searches.
+    /// Bytes all connections together may hold in open paged searches; beyond it, a new paged
+    /// search that needs to keep state is refused with adminLimitExceeded.
     pub max_paged_state_bytes: usize,
     /// Costly searches (large filters over many entries) evaluated at once, server-wide; they run
     /// off the request workers so that other clients stay responsive.

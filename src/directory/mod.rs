@@ -98,6 +98,8 @@ pub struct Directory {
     state: StateStore,
     access: AccessPolicy,
     policy: WritePolicy,
+    /// Admission of costly searches, shared by the LDAP and SCIM front ends.
+    searches: crate::costly::Gate,
 }
 
 /// One acknowledged change to the cached directory.
@@ -219,6 +221,7 @@ impl Directory {
                 password_min_length: cfg.ldap.password_min_length,
                 ldap_delete_mode: cfg.ldap.delete_mode,
             },
+            searches: crate::costly::Gate::new(cfg.ldap.costly_searches, cfg.ldap.costly_searches_per_principal),
         })
     }
 
@@ -233,6 +236,11 @@ impl Directory {
 
     pub fn write_policy(&self) -> &WritePolicy {
         &self.policy
+    }
+
+    /// Where costly searches wait for their turn and get their budgets.
+    pub fn searches(&self) -> &crate::costly::Gate {
+        &self.searches
     }
 
     /// The current snapshot, unless there is none or it is older than `max_stale`.

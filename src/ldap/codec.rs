@@ -57,6 +57,8 @@ pub enum FrameError {
     /// The BER or LDAP decoder refused the message; the detail is for the log only.
     #[error("malformed LDAP message")]
     Malformed(String),
+    #[error("server shutting down")]
+    ShuttingDown,
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -66,6 +68,7 @@ impl FrameError {
     pub fn notice_code(&self) -> LdapResultCode {
         match self {
             FrameError::Busy => LdapResultCode::Busy,
+            FrameError::ShuttingDown => LdapResultCode::Unavailable,
             _ => LdapResultCode::ProtocolError,
         }
     }
@@ -139,11 +142,9 @@ impl Codec {
     }
 }
 
-impl Decoder for Codec {
-    type Item = LdapMsg;
-    type Error = FrameError;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<LdapMsg>, FrameError> {
+impl Codec {
+    /// The next complete message, checked but not yet decoded.
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
         if self.pending.is_none() {
             let Some(h) = parse_header(buf, self.max_message_bytes)? else { return Ok(None) };
             // Only a message that has yet to arrive holds budget; one already here is decoded now.
@@ -161,15 +162,69 @@ impl Decoder for Codec {
         let (header_len, size) = (p.header_len, p.size);
         // The reservation goes back once the frame is out of the buffer, decoded or not.
         let _done = self.pending.take();
-        let mut frame = buf.split_to(size);
+        let frame = buf.split_to(size);
         check_body(frame.get(header_len..).unwrap_or_default())?;
-        match self.inner.decode(&mut frame) {
-            Ok(Some(msg)) if frame.is_empty() => Ok(Some(msg)),
-            // The frame is complete by our reading of its header; anything else is a disagreement
-            // about where it ends, and the message is not trusted.
-            Ok(_) => Err(FrameError::Malformed("frame length disagrees with its content".into())),
-            Err(e) => Err(FrameError::Malformed(e.to_string())),
+        Ok(Some(frame))
+    }
+}
+
+/// Decodes one checked frame.
+fn decode_frame(inner: &mut LdapCodec, mut frame: BytesMut) -> Result<LdapMsg, FrameError> {
+    match inner.decode(&mut frame) {
+        Ok(Some(msg)) if frame.is_empty() => Ok(msg),
+        // The frame is complete by our reading of its header; anything else is a disagreement
+        // about where it ends, and the message is not trusted.
+        Ok(_) => Err(FrameError::Malformed("frame length disagrees with its content".into())),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    }
+}
+
+/// Decodes a large frame handed out by [`ServerCodec`], wherever the caller runs it.
+pub fn decode_large(frame: BytesMut, max_message_bytes: usize) -> Result<LdapMsg, FrameError> {
+    decode_frame(&mut LdapCodec::new(Some(max_message_bytes), Some(MAX_BER_DEPTH)), frame)
+}
+
+impl Decoder for Codec {
+    type Item = LdapMsg;
+    type Error = FrameError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<LdapMsg>, FrameError> {
+        match self.next_frame(buf)? {
+            Some(frame) => decode_frame(&mut self.inner, frame).map(Some),
+            None => Ok(None),
         }
+    }
+}
+
+/// What the server's codec yields: a decoded message, or a large one still to be decoded.
+pub enum Frame {
+    Msg(LdapMsg),
+    /// Over [`LARGE_MESSAGE_BYTES`]: decoding a filter of a megabyte takes tens of milliseconds,
+    /// too long for a request worker, so the server decodes it on the blocking pool.
+    Large(BytesMut),
+}
+
+/// The codec as the server uses it: large messages are framed and checked here, decoded elsewhere.
+pub struct ServerCodec(pub Codec);
+
+impl Decoder for ServerCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.0.next_frame(buf)? {
+            Some(frame) if frame.len() > LARGE_MESSAGE_BYTES => Ok(Some(Frame::Large(frame))),
+            Some(frame) => decode_frame(&mut self.0.inner, frame).map(|m| Some(Frame::Msg(m))),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Encoder<LdapMsg> for ServerCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: LdapMsg, buf: &mut BytesMut) -> Result<(), FrameError> {
+        self.0.encode(msg, buf)
     }
 }
 

@@ -2,12 +2,16 @@
 //! evaluated with RFC 4511's three-valued logic. Equality terms on indexed attributes pick the
 //! candidate entries, so most searches never scan the tree.
 
+use std::cell::OnceCell;
+use std::sync::OnceLock;
+
 use ldap3_proto::proto::{LdapFilter, LdapMatchingRuleAssertion, LdapSubstringFilter};
 
 use super::dit::{Dit, Entry};
 use super::dn::Dn;
 use super::matching::{Norm, has_ordering, has_substrings, index_key, normalize};
 use super::schema::{self, AttrId, Matching};
+use crate::costly::Budget;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tri {
@@ -29,7 +33,7 @@ impl Tri {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// Compare with the attribute's own rule (or the named standard one).
     Default,
@@ -41,7 +45,9 @@ pub enum Rule {
     BitOr,
 }
 
-#[derive(Debug, Clone)]
+/// A compiled filter. Assertion values are normalised here, once per request, so that evaluating
+/// an entry only normalises the entry's own values.
+#[derive(Debug)]
 pub enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
@@ -50,22 +56,71 @@ pub enum Filter {
     Unknown {
         present: bool,
     },
-    Equality(AttrId, String),
+    /// `raw` feeds the equality index; `want` is `None` when the value is invalid for the
+    /// attribute's rule (the assertion is then Undefined).
+    Equality {
+        attr: AttrId,
+        raw: String,
+        want: Option<Norm>,
+    },
+    /// `parts` is `None` when the attribute's rule has no substring matching (Undefined).
     Substring {
         attr: AttrId,
-        initial: Option<String>,
-        any: Vec<String>,
-        last: Option<String>,
+        parts: Option<Box<Substrings>>,
     },
-    Ge(AttrId, String),
-    Le(AttrId, String),
+    /// The bound is `None` when the rule has no ordering or the value is invalid (Undefined).
+    Ge(AttrId, Option<Norm>),
+    Le(AttrId, Option<Norm>),
     Present(AttrId),
-    Extensible {
-        attr: Option<AttrId>,
-        rule: Rule,
-        value: String,
-        dn_attributes: bool,
-    },
+    Extensible(Box<Extensible>),
+}
+
+/// Normalised substring components.
+#[derive(Debug)]
+pub struct Substrings {
+    initial: Option<String>,
+    /// Empty components match anywhere and are dropped.
+    any: Vec<String>,
+    last: Option<String>,
+    /// The components cannot overlap, so a shorter value cannot match.
+    min_len: usize,
+}
+
+/// Number of matching rules, for per-rule tables.
+const MATCHINGS: usize = 8;
+
+fn slot(m: Matching) -> usize {
+    match m {
+        Matching::CaseIgnore => 0,
+        Matching::Telephone => 1,
+        Matching::Integer => 2,
+        Matching::GeneralizedTime => 3,
+        Matching::Dn => 4,
+        Matching::Oid => 5,
+        Matching::Uuid => 6,
+        Matching::Boolean => 7,
+    }
+}
+
+#[derive(Debug)]
+pub struct Extensible {
+    attr: Option<AttrId>,
+    rule: Rule,
+    value: String,
+    dn_attributes: bool,
+    /// The value normalised under each rule, on first use: without a type, or against the DN's
+    /// attributes, it is compared under the rule of every attribute it meets.
+    norms: [OnceLock<Option<Norm>>; MATCHINGS],
+    /// For caseExactMatch: the value's words.
+    words: Vec<String>,
+    /// For the bitwise rules: the value as an integer.
+    mask: Option<i64>,
+}
+
+impl Extensible {
+    fn norm(&self, m: Matching) -> &Option<Norm> {
+        self.norms[slot(m)].get_or_init(|| normalize(m, &self.value))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,10 +143,85 @@ impl Filter {
         let mut terms = 0;
         compile(f, 1, &mut terms, limits)
     }
+
+    /// An equality assertion (Compare uses it).
+    pub fn equality(attr: AttrId, value: String) -> Filter {
+        let want = normalize(matching(attr), &value);
+        Filter::Equality { attr, raw: value, want }
+    }
+}
+
+/// Work units a filter costs per entry, read from its wire form before anything is compiled: one
+/// per term, one more per 64 bytes of assertion values (normalising and comparing them grows with
+/// their size), and 16 for an extensible match that looks at every attribute or at the DN. The
+/// walk stops once the weight is past `cap` (and then reports more than `cap`), so that sizing up
+/// a huge filter costs next to nothing.
+pub fn weight(f: &LdapFilter, cap: u64) -> u64 {
+    fn walk(f: &LdapFilter, w: &mut u64, cap: u64) {
+        let bytes = |n: usize| 1 + (n / 64) as u64;
+        let add = match f {
+            LdapFilter::And(v) | LdapFilter::Or(v) => {
+                *w = w.saturating_add(1);
+                for x in v {
+                    if *w > cap {
+                        return;
+                    }
+                    walk(x, w, cap);
+                }
+                return;
+            }
+            LdapFilter::Not(x) => {
+                *w = w.saturating_add(1);
+                return walk(x, w, cap);
+            }
+            LdapFilter::Equality(_, v)
+            | LdapFilter::Approx(_, v)
+            | LdapFilter::GreaterOrEqual(_, v)
+            | LdapFilter::LessOrEqual(_, v) => bytes(v.len()),
+            LdapFilter::Present(_) => 1,
+            LdapFilter::Substring(_, LdapSubstringFilter { initial, any, final_ }) => {
+                let n = initial.as_ref().map_or(0, String::len)
+                    + final_.as_ref().map_or(0, String::len)
+                    + any.iter().map(String::len).sum::<usize>();
+                bytes(n).saturating_add(any.len() as u64)
+            }
+            LdapFilter::Extensible(m) => {
+                let wide = m.type_.is_none() || m.dn_attributes;
+                bytes(m.match_value.len()).saturating_mul(if wide { 16 } else { 1 })
+            }
+        };
+        *w = w.saturating_add(add);
+    }
+    let mut w = 0;
+    walk(f, &mut w, cap);
+    w
 }
 
 fn attr(name: &str) -> Option<AttrId> {
     schema::lookup(name)
+}
+
+fn substrings(id: AttrId, initial: &Option<String>, any: &[String], last: &Option<String>) -> Filter {
+    let m = matching(id);
+    if !has_substrings(m) {
+        return Filter::Substring { attr: id, parts: None };
+    }
+    let norm = |s: &str| match normalize(m, s) {
+        Some(Norm::Str(s)) => s,
+        _ => String::new(),
+    };
+    let initial = initial.as_deref().map(norm);
+    let any: Vec<String> = any.iter().map(|s| norm(s)).filter(|s| !s.is_empty()).collect();
+    let last = last.as_deref().map(norm);
+    let min_len = initial.as_ref().map_or(0, String::len)
+        + any.iter().map(String::len).sum::<usize>()
+        + last.as_ref().map_or(0, String::len);
+    Filter::Substring { attr: id, parts: Some(Box::new(Substrings { initial, any, last, min_len })) }
+}
+
+fn ordering_bound(id: AttrId, value: &str) -> Option<Norm> {
+    let m = matching(id);
+    if has_ordering(m) { normalize(m, value) } else { None }
 }
 
 fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Result<Filter, FilterError> {
@@ -110,17 +240,15 @@ fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Res
         LdapFilter::Or(v) => Filter::Or(v.iter().map(|x| compile(x, depth + 1, terms, lim)).collect::<Result<_, _>>()?),
         LdapFilter::Not(x) => Filter::Not(Box::new(compile(x, depth + 1, terms, lim)?)),
         LdapFilter::Equality(a, v) | LdapFilter::Approx(a, v) => match attr(a) {
-            Some(id) => Filter::Equality(id, v.clone()),
+            Some(id) => Filter::equality(id, v.clone()),
             None => unknown(false),
         },
         LdapFilter::Substring(a, LdapSubstringFilter { initial, any, final_ }) => match attr(a) {
-            Some(id) => {
-                Filter::Substring { attr: id, initial: initial.clone(), any: any.clone(), last: final_.clone() }
-            }
+            Some(id) => substrings(id, initial, any, final_),
             None => unknown(false),
         },
-        LdapFilter::GreaterOrEqual(a, v) => attr(a).map_or(unknown(false), |id| Filter::Ge(id, v.clone())),
-        LdapFilter::LessOrEqual(a, v) => attr(a).map_or(unknown(false), |id| Filter::Le(id, v.clone())),
+        LdapFilter::GreaterOrEqual(a, v) => attr(a).map_or(unknown(false), |id| Filter::Ge(id, ordering_bound(id, v))),
+        LdapFilter::LessOrEqual(a, v) => attr(a).map_or(unknown(false), |id| Filter::Le(id, ordering_bound(id, v))),
         LdapFilter::Present(a) => attr(a).map_or(unknown(true), Filter::Present),
         LdapFilter::Extensible(LdapMatchingRuleAssertion { matching_rule, type_, match_value, dn_attributes }) => {
             let rule = match matching_rule.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -147,20 +275,30 @@ fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Res
                 ) => Rule::Default,
                 Some(other) => return Err(FilterError::UnknownRule(other.to_string())),
             };
-            match type_ {
+            let attr = match type_ {
                 Some(a) => match attr(a) {
-                    Some(id) => Filter::Extensible {
-                        attr: Some(id),
-                        rule,
-                        value: match_value.clone(),
-                        dn_attributes: *dn_attributes,
-                    },
-                    None => unknown(false),
+                    Some(id) => Some(id),
+                    None => return Ok(unknown(false)),
                 },
-                None => {
-                    Filter::Extensible { attr: None, rule, value: match_value.clone(), dn_attributes: *dn_attributes }
-                }
-            }
+                None => None,
+            };
+            let words = match rule {
+                Rule::CaseExact => match_value.split_whitespace().map(String::from).collect(),
+                _ => Vec::new(),
+            };
+            let mask = match rule {
+                Rule::BitAnd | Rule::BitOr => match_value.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            Filter::Extensible(Box::new(Extensible {
+                attr,
+                rule,
+                value: match_value.clone(),
+                dn_attributes: *dn_attributes,
+                norms: Default::default(),
+                words,
+                mask,
+            }))
         }
     })
 }
@@ -169,77 +307,79 @@ fn matching(id: AttrId) -> Matching {
     schema::def(id).matching
 }
 
-fn equality(entry: &Entry, id: AttrId, value: &str) -> Tri {
+/// One entry under evaluation, with what is worth working out once per entry.
+struct Cx<'a> {
+    entry: &'a Entry,
+    budget: &'a Budget,
+    /// The entry's DN, parsed when an extensible match with dnAttributes first needs it.
+    dn: OnceCell<Option<Dn>>,
+}
+
+fn equality(entry: &Entry, id: AttrId, want: &Option<Norm>) -> Tri {
+    let Some(want) = want else { return Tri::Undefined };
     let m = matching(id);
-    let Some(want) = normalize(m, value) else { return Tri::Undefined };
     match entry.get(id) {
-        Some(vals) => Tri::from(vals.iter().any(|v| normalize(m, v).as_ref() == Some(&want))),
+        Some(vals) => Tri::from(vals.iter().any(|v| normalize(m, v).as_ref() == Some(want))),
         None => Tri::False,
     }
 }
 
-fn ordering(entry: &Entry, id: AttrId, value: &str, ge: bool) -> Tri {
+fn ordering(entry: &Entry, id: AttrId, bound: &Option<Norm>, ge: bool) -> Tri {
+    let Some(bound) = bound else { return Tri::Undefined };
     let m = matching(id);
-    if !has_ordering(m) {
-        return Tri::Undefined;
-    }
-    let Some(bound) = normalize(m, value) else { return Tri::Undefined };
     match entry.get(id) {
         Some(vals) => {
-            Tri::from(vals.iter().filter_map(|v| normalize(m, v)).any(|v| if ge { v >= bound } else { v <= bound }))
+            Tri::from(vals.iter().filter_map(|v| normalize(m, v)).any(|v| if ge { v >= *bound } else { v <= *bound }))
         }
         None => Tri::False,
     }
 }
 
-fn substring(entry: &Entry, id: AttrId, initial: &Option<String>, any: &[String], last: &Option<String>) -> Tri {
-    let m = matching(id);
-    if !has_substrings(m) {
-        return Tri::Undefined;
-    }
-    let norm = |s: &str| match normalize(m, s) {
-        Some(Norm::Str(s)) => s,
-        _ => String::new(),
-    };
-    let initial = initial.as_deref().map(norm);
-    let any: Vec<String> = any.iter().map(|s| norm(s)).collect();
-    let last = last.as_deref().map(norm);
+fn substring(entry: &Entry, id: AttrId, parts: &Option<Box<Substrings>>) -> Tri {
+    let Some(p) = parts else { return Tri::Undefined };
     let Some(vals) = entry.get(id) else { return Tri::False };
+    let m = matching(id);
     Tri::from(vals.iter().any(|v| {
-        let v = norm(v);
+        let Some(Norm::Str(v)) = normalize(m, v) else { return false };
+        if v.len() < p.min_len {
+            return false;
+        }
         let mut rest = v.as_str();
-        if let Some(i) = &initial {
+        if let Some(i) = &p.initial {
             match rest.strip_prefix(i.as_str()) {
                 Some(r) => rest = r,
                 None => return false,
             }
         }
-        for a in &any {
+        for a in &p.any {
             match rest.find(a.as_str()) {
-                Some(p) => rest = &rest[p + a.len()..],
+                Some(at) => rest = &rest[at + a.len()..],
                 None => return false,
             }
         }
-        match &last {
+        match &p.last {
             Some(l) => rest.len() >= l.len() && rest.ends_with(l.as_str()),
             None => true,
         }
     }))
 }
 
-fn extensible(entry: &Entry, attr: Option<AttrId>, rule: &Rule, value: &str, dn_attributes: bool) -> Tri {
+fn extensible(cx: &Cx, x: &Extensible) -> Tri {
+    let entry = cx.entry;
     let check = |id: AttrId| -> Tri {
-        match rule {
-            Rule::Default | Rule::InChain => equality(entry, id, value),
+        match x.rule {
+            Rule::Default | Rule::InChain => equality(entry, id, x.norm(matching(id))),
             Rule::CaseExact => match entry.get(id) {
-                Some(vals) => Tri::from(vals.iter().any(|v| v.split_whitespace().eq(value.split_whitespace()))),
+                Some(vals) => {
+                    Tri::from(vals.iter().any(|v| v.split_whitespace().eq(x.words.iter().map(String::as_str))))
+                }
                 None => Tri::False,
             },
             Rule::BitAnd | Rule::BitOr => {
-                let Ok(mask) = value.trim().parse::<i64>() else { return Tri::Undefined };
+                let Some(mask) = x.mask else { return Tri::Undefined };
                 match entry.get(id) {
                     Some(vals) => {
-                        Tri::from(vals.iter().filter_map(|v| v.trim().parse::<i64>().ok()).any(|v| match rule {
+                        Tri::from(vals.iter().filter_map(|v| v.trim().parse::<i64>().ok()).any(|v| match x.rule {
                             Rule::BitAnd => v & mask == mask,
                             _ => v & mask != 0,
                         }))
@@ -249,7 +389,7 @@ fn extensible(entry: &Entry, attr: Option<AttrId>, rule: &Rule, value: &str, dn_
             }
         }
     };
-    let mut result = match attr {
+    let mut result = match x.attr {
         Some(id) => check(id),
         None => {
             let mut r = Tri::False;
@@ -263,15 +403,17 @@ fn extensible(entry: &Entry, attr: Option<AttrId>, rule: &Rule, value: &str, dn_
             r
         }
     };
-    if dn_attributes && result != Tri::True {
+    if x.dn_attributes && result != Tri::True {
         // The DN's own attribute values count too (RFC 4511 §4.5.1.7.7).
-        if let Ok(dn) = Dn::parse(&entry.dn) {
+        if let Some(dn) = cx.dn.get_or_init(|| Dn::parse(&entry.dn).ok()) {
             let hit = dn.rdns().iter().flat_map(|r| r.0.iter()).any(|ava| {
-                attr.is_none_or(|id| schema::lookup(&ava.attr) == Some(id))
-                    && schema::lookup(&ava.attr).is_some_and(|id| {
+                schema::lookup(&ava.attr).is_some_and(|id| {
+                    x.attr.is_none_or(|want| want == id) && {
                         let m = matching(id);
-                        normalize(m, &ava.value).is_some() && normalize(m, &ava.value) == normalize(m, value)
-                    })
+                        let v = normalize(m, &ava.value);
+                        v.is_some() && &v == x.norm(m)
+                    }
+                })
             });
             if hit {
                 result = Tri::True;
@@ -282,12 +424,27 @@ fn extensible(entry: &Entry, attr: Option<AttrId>, rule: &Rule, value: &str, dn_
 }
 
 impl Filter {
+    /// Evaluates one entry without a budget: for single entries (the Root DSE, Compare).
     pub fn eval(&self, entry: &Entry) -> Tri {
+        self.eval_within(entry, &Budget::unlimited())
+    }
+
+    /// Evaluates one entry, counting each term against `budget`; once the budget has ended the
+    /// result is Undefined, and the caller asks the budget why.
+    pub fn eval_within(&self, entry: &Entry, budget: &Budget) -> Tri {
+        self.eval_in(&Cx { entry, budget, dn: OnceCell::new() })
+    }
+
+    fn eval_in(&self, cx: &Cx) -> Tri {
+        let entry = cx.entry;
         match self {
             Filter::And(v) => {
                 let mut r = Tri::True;
                 for f in v {
-                    match f.eval(entry) {
+                    if cx.budget.tick() {
+                        return Tri::Undefined;
+                    }
+                    match f.eval_in(cx) {
                         Tri::False => return Tri::False,
                         Tri::Undefined => r = Tri::Undefined,
                         Tri::True => {}
@@ -298,7 +455,10 @@ impl Filter {
             Filter::Or(v) => {
                 let mut r = Tri::False;
                 for f in v {
-                    match f.eval(entry) {
+                    if cx.budget.tick() {
+                        return Tri::Undefined;
+                    }
+                    match f.eval_in(cx) {
                         Tri::True => return Tri::True,
                         Tri::Undefined => r = Tri::Undefined,
                         Tri::False => {}
@@ -306,7 +466,7 @@ impl Filter {
                 }
                 r
             }
-            Filter::Not(f) => f.eval(entry).not(),
+            Filter::Not(f) => f.eval_in(cx).not(),
             Filter::Unknown { present } => {
                 if *present {
                     Tri::False
@@ -314,14 +474,12 @@ impl Filter {
                     Tri::Undefined
                 }
             }
-            Filter::Equality(id, v) => equality(entry, *id, v),
-            Filter::Substring { attr, initial, any, last } => substring(entry, *attr, initial, any, last),
-            Filter::Ge(id, v) => ordering(entry, *id, v, true),
-            Filter::Le(id, v) => ordering(entry, *id, v, false),
+            Filter::Equality { attr, want, .. } => equality(entry, *attr, want),
+            Filter::Substring { attr, parts } => substring(entry, *attr, parts),
+            Filter::Ge(id, bound) => ordering(entry, *id, bound, true),
+            Filter::Le(id, bound) => ordering(entry, *id, bound, false),
             Filter::Present(id) => Tri::from(entry.get(*id).is_some() || *id == schema::id("objectClass")),
-            Filter::Extensible { attr, rule, value, dn_attributes } => {
-                extensible(entry, *attr, rule, value, *dn_attributes)
-            }
+            Filter::Extensible(x) => extensible(cx, x),
         }
     }
 
@@ -332,19 +490,15 @@ impl Filter {
     /// Entries that may match, from the equality indexes (ascending, deduplicated); `None` when
     /// the filter gives the index nothing to work with and the scope must be scanned.
     pub fn candidates(&self, dit: &Dit) -> Option<Vec<usize>> {
+        let indexed = |id: AttrId, v: &str| match index_key(matching(id), v) {
+            Some(_) => dit.lookup(id, v),
+            // An invalid assertion value matches nothing.
+            None => Some(Vec::new()),
+        };
         match self {
-            Filter::Equality(id, v)
-            | Filter::Extensible {
-                attr: Some(id),
-                rule: Rule::Default | Rule::InChain,
-                value: v,
-                dn_attributes: false,
-            } => {
-                match index_key(matching(*id), v) {
-                    Some(_) => dit.lookup(*id, v),
-                    // An invalid assertion value matches nothing.
-                    None => Some(Vec::new()),
-                }
+            Filter::Equality { attr, raw, .. } => indexed(*attr, raw),
+            Filter::Extensible(x) if matches!(x.rule, Rule::Default | Rule::InChain) && !x.dn_attributes => {
+                x.attr.and_then(|id| indexed(id, &x.value))
             }
             Filter::Unknown { .. } => Some(Vec::new()),
             Filter::And(v) => v.iter().filter_map(|f| f.candidates(dit)).min_by_key(Vec::len),
@@ -511,6 +665,72 @@ mod tests {
         assert_eq!(Filter::compile(&f, &lim).unwrap_err(), FilterError::TooDeep(64));
         let wide = F::Or((0..2000).map(|i| eq("uid", &format!("u{i}"))).collect());
         assert_eq!(Filter::compile(&wide, &lim).unwrap_err(), FilterError::TooLarge(1000));
+    }
+
+    #[test]
+    fn assertions_are_normalised_once_and_long_substrings_rejected_cheaply() {
+        let d = dit();
+        let lim = Limits { max_depth: 64, max_terms: 1000 };
+        let sub = |i: Option<&str>, any: &[&str], f: Option<&str>| {
+            F::Substring(
+                "mail".into(),
+                LdapSubstringFilter {
+                    initial: i.map(Into::into),
+                    any: any.iter().map(|s| s.to_string()).collect(),
+                    final_: f.map(Into::into),
+                },
+            )
+        };
+        let f = Filter::compile(&sub(Some(" ALICE"), &["  ", "Example", ""], Some(".COM ")), &lim).unwrap();
+        let Filter::Substring { parts: Some(p), .. } = &f else { panic!("{f:?}") };
+        assert_eq!(p.initial.as_deref(), Some("alice"));
+        assert_eq!(p.any, vec!["example".to_string()], "blank components match anywhere and are dropped");
+        assert_eq!((p.last.as_deref(), p.min_len), (Some(".com"), 16));
+        assert_eq!(run(&d, &sub(Some(" ALICE"), &["  ", "Example", ""], Some(".COM "))).len(), 1);
+        // No value is as long as the components together: nothing matches, whatever they hold.
+        let long = "e".repeat(100_000);
+        assert_eq!(run(&d, &sub(None, &[&long], None)).len(), 0);
+        assert_eq!(run(&d, &sub(Some("a"), &["l", "i", "c", "e", "@"], Some("example.com"))).len(), 1);
+        assert_eq!(run(&d, &sub(Some("a"), &["l", "i", "c", "e", "@x"], Some("example.com"))).len(), 0);
+
+        let Filter::Equality { want, .. } = Filter::compile(&eq("cn", "  Alice  "), &lim).unwrap() else { panic!() };
+        assert_eq!(want, Some(Norm::Str("alice".into())));
+        let Filter::Ge(_, bound) = Filter::compile(&F::GreaterOrEqual("uidNumber".into(), "x".into()), &lim).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(bound, None, "an invalid bound is Undefined");
+    }
+
+    #[test]
+    fn an_ended_budget_ends_evaluation() {
+        let d = dit();
+        let lim = Limits { max_depth: 64, max_terms: 100_000 };
+        let wide = F::Or((0..10_000).map(|i| eq("description", &format!("d{i}"))).collect());
+        let f = Filter::compile(&wide, &lim).unwrap();
+        let e = d.entry(d.all()[4]);
+        assert_eq!(f.eval(&e), Tri::False);
+        let past = Budget::until(Some(std::time::Instant::now()));
+        assert_eq!(f.eval_within(&e, &past), Tri::Undefined);
+        assert_eq!(past.ended(), Some(crate::costly::Stop::TimeLimit));
+    }
+
+    #[test]
+    fn weight_grows_with_terms_and_bytes_and_stops_at_its_cap() {
+        assert_eq!(weight(&eq("uid", "alice"), u64::MAX), 1);
+        assert_eq!(weight(&F::And(vec![eq("uid", "a"), F::Present("mail".into())]), u64::MAX), 3);
+        assert_eq!(weight(&eq("description", &"x".repeat(6400)), u64::MAX), 101);
+        let any = F::Extensible(LdapMatchingRuleAssertion {
+            matching_rule: None,
+            type_: None,
+            match_value: "x".into(),
+            dn_attributes: false,
+        });
+        assert_eq!(weight(&any, u64::MAX), 16, "a match without a type looks at every attribute");
+        let wide = F::Or((0..100_000).map(|i| eq("uid", &format!("u{i}"))).collect());
+        assert_eq!(weight(&wide, u64::MAX), 100_001);
+        let capped = weight(&wide, 1024);
+        assert!((1025..=1026).contains(&capped), "{capped}");
     }
 
     #[test]

@@ -13,7 +13,25 @@ pub enum Norm {
 }
 
 fn fold_spaces(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    if !s.is_ascii() {
+        return s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    }
+    // Most values are ASCII: one pass and one allocation. The same spaces as `split_whitespace`
+    // (tab to carriage return, and space).
+    let mut out = String::with_capacity(s.len());
+    let mut gap = false;
+    for b in s.bytes() {
+        if matches!(b, b'\t'..=b'\r' | b' ') {
+            gap = !out.is_empty();
+        } else {
+            if gap {
+                out.push(' ');
+                gap = false;
+            }
+            out.push(b.to_ascii_lowercase() as char);
+        }
+    }
+    out
 }
 
 /// `None` when the value is not valid for the rule (the assertion is then Undefined).
@@ -122,6 +140,9 @@ mod tests {
     #[test]
     fn normalisation() {
         assert_eq!(normalize(Matching::CaseIgnore, "  John   DOE "), Some(Norm::Str("john doe".into())));
+        assert_eq!(normalize(Matching::CaseIgnore, "\tA\x0b\x0cb\r\n"), Some(Norm::Str("a b".into())));
+        assert_eq!(normalize(Matching::CaseIgnore, " Ärger  IST "), Some(Norm::Str("ärger ist".into())));
+        assert_eq!(normalize(Matching::CaseIgnore, "   "), Some(Norm::Str(String::new())));
         assert_eq!(normalize(Matching::Telephone, "+33 1-23"), Some(Norm::Str("+33123".into())));
         assert_eq!(normalize(Matching::Integer, "x"), None);
         assert_eq!(normalize(Matching::Integer, " 42"), Some(Norm::Int(42)));

@@ -16,7 +16,7 @@ use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Encoder, Framed, FramedParts};
 use tokio_util::either::Either;
 
-use super::codec::Codec;
+use super::codec::{self, Codec, Frame, FrameError, ServerCodec};
 use super::session::{LdapContext, OID_STARTTLS, Session};
 use super::tls::Tls;
 use crate::accept::{Backoff, RateLimitedWarn, WARN_INTERVAL, is_per_connection, suppressed_note};
@@ -34,6 +34,18 @@ pub enum Mode {
     Plain { starttls: Option<Arc<Tls>> },
     /// LDAPS: TLS from the first byte.
     Ldaps(Arc<Tls>),
+}
+
+/// Decodes a large message on the blocking pool, as many at once as `ldap.costly_searches`.
+async fn decode_large(ctx: &LdapContext, bytes: BytesMut) -> Result<LdapMsg, FrameError> {
+    let slot = ctx.decode_slots.clone().acquire_owned().await.map_err(|_| FrameError::ShuttingDown)?;
+    let max = ctx.cfg.max_message_bytes;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        codec::decode_large(bytes, max)
+    })
+    .await
+    .map_err(|_| FrameError::ShuttingDown)?
 }
 
 /// Accepts LDAP connections until `shutdown` turns true. `slots` is the connection cap
@@ -127,9 +139,25 @@ pub async fn serve(
             }
         }
     }
-    // Let open connections finish the request they are on; they see the shutdown flag too.
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    // Let open connections finish the request they are on; they see the shutdown flag too. The
+    // shutdown bounds this wait (`shutdown_timeout`) and then aborts this task, which drops (and so
+    // aborts) every connection still open.
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Resolves when the client has closed the connection (or it failed). It only peeks, so requests
+/// the client pipelined stay in the socket for the connection loop.
+async fn peer_gone(stream: &Stream) {
+    let tcp = match stream {
+        Either::Left(tcp) => tcp,
+        Either::Right(tls) => tls.get_ref().0,
+    };
+    match tcp.peek(&mut [0u8; 1]).await {
+        Ok(0) | Err(_) => {}
+        // The client sent more (another request, an Abandon): a close behind those bytes cannot be
+        // seen without reading them, so the search runs to its own limits.
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 fn starttls_reply(msgid: i32, r: LdapResult) -> LdapMsg {
@@ -142,11 +170,11 @@ fn starttls_reply(msgid: i32, r: LdapResult) -> LdapMsg {
 /// Answers a StartTLS request and performs the handshake on the same socket. `None` when the
 /// connection must close.
 async fn start_tls(
-    mut framed: Framed<Stream, Codec>,
+    mut framed: Framed<Stream, ServerCodec>,
     msgid: i32,
     tls: &Tls,
     peer: SocketAddr,
-) -> Option<Framed<Stream, Codec>> {
+) -> Option<Framed<Stream, ServerCodec>> {
     let ok = LdapResult { code: Code::Success, matcheddn: String::new(), message: String::new(), referral: Vec::new() };
     framed.send(starttls_reply(msgid, ok)).await.ok()?;
     let FramedParts { io, codec, read_buf, .. } = framed.into_parts();
@@ -177,10 +205,10 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let idle = ctx.cfg.idle_timeout;
-    let codec = Codec::new(&ctx.cfg, ctx.pending.clone());
+    let codec = ServerCodec(Codec::new(&ctx.cfg, ctx.pending.clone()));
     let tls = matches!(stream, Either::Right(_));
     let mut framed = Framed::new(stream, codec);
-    let mut session = Session::new(ctx, peer, tls);
+    let mut session = Session::new(ctx.clone(), peer, tls);
     tracing::debug!(%peer, "LDAP connection opened");
     loop {
         let next = tokio::select! {
@@ -190,7 +218,7 @@ async fn connection(
                 break;
             }
         };
-        let msg = match next {
+        let frame = match next {
             Err(_) => {
                 tracing::debug!(%peer, "LDAP connection idle; closing");
                 let _ = tokio::time::timeout(
@@ -201,7 +229,16 @@ async fn connection(
                 break;
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
+            Ok(Some(frame)) => frame,
+        };
+        let received = std::time::Instant::now();
+        let decoded = match frame {
+            Ok(Frame::Msg(m)) => Ok(m),
+            Ok(Frame::Large(bytes)) => decode_large(&ctx, bytes).await,
+            Err(e) => Err(e),
+        };
+        let msg = match decoded {
+            Err(e) => {
                 tracing::info!(%peer, error = ?e, "closing LDAP connection: {e}");
                 metrics::counter!("idgate_ldap_protocol_errors_total").increment(1);
                 let _ = tokio::time::timeout(
@@ -211,7 +248,7 @@ async fn connection(
                 .await;
                 break;
             }
-            Ok(Some(Ok(m))) => m,
+            Ok(m) => m,
         };
         if let (LdapOp::ExtendedRequest(x), Some(tls), Either::Left(_)) = (&msg.op, &starttls, framed.get_ref())
             && x.name == OID_STARTTLS
@@ -226,7 +263,18 @@ async fn connection(
                 None => break,
             }
         }
-        let reply = session.handle(msg).await;
+        let reply = if matches!(msg.op, LdapOp::SearchRequest(_)) {
+            // A search may run long: if the client hangs up meanwhile, dropping it cancels it.
+            tokio::select! {
+                r = session.handle(msg, received) => r,
+                _ = peer_gone(framed.get_ref()) => {
+                    tracing::debug!(%peer, "client went away during a search; search cancelled");
+                    break;
+                }
+            }
+        } else {
+            session.handle(msg, received).await
+        };
         let write = async {
             for m in reply.msgs {
                 framed.feed(m).await?;

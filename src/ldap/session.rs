@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ldap3_proto::control::LdapControl;
@@ -39,6 +40,9 @@ pub struct LdapContext {
     pub(in crate::ldap) pending: Arc<PendingBudget>,
     /// Binds that could not be checked (a backend outage) warn once per interval, not per bind.
     pub(in crate::ldap) unchecked_binds: std::sync::Mutex<crate::accept::RateLimitedWarn>,
+    pub(in crate::ldap) paged_state: Arc<PagedState>,
+    /// Large messages decoded at once, off the request workers (`ldap.costly_searches`).
+    pub(in crate::ldap) decode_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl LdapContext {
@@ -52,6 +56,10 @@ impl LdapContext {
             dits: DitCache::new(settings),
             pending: PendingBudget::new(cfg.max_pending_bytes),
             unchecked_binds: std::sync::Mutex::new(crate::accept::RateLimitedWarn::new(crate::accept::WARN_INTERVAL)),
+            paged_state: PagedState::new(cfg.max_paged_state_bytes),
+            decode_slots: Arc::new(tokio::sync::Semaphore::new(
+                cfg.costly_searches.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             dir,
             cfg,
             root_dse,
@@ -135,13 +143,63 @@ pub struct Reply {
 /// An open paged search, kept between pages: the entries it matched and how far it got.
 pub(in crate::ldap) struct PagedSearch {
     pub(in crate::ldap) cookie: Vec<u8>,
-    pub(in crate::ldap) fingerprint: String,
+    /// A hash of the request, which a continuation must repeat.
+    pub(in crate::ldap) fingerprint: [u8; 32],
     pub(in crate::ldap) dit: Arc<Dit>,
     pub(in crate::ldap) results: Vec<usize>,
     pub(in crate::ldap) next: usize,
     pub(in crate::ldap) selection: Selection,
     pub(in crate::ldap) types_only: bool,
     pub(in crate::ldap) size_exceeded: bool,
+    /// Its share of the server-wide paged-state budget, while it is kept.
+    pub(in crate::ldap) charge: Option<PagedCharge>,
+}
+
+impl PagedSearch {
+    /// The memory it holds of its own (the tree it reads is shared with every other search).
+    pub(in crate::ldap) fn bytes(&self) -> usize {
+        std::mem::size_of::<PagedSearch>()
+            + self.cookie.capacity()
+            + self.results.capacity() * std::mem::size_of::<usize>()
+            + self.selection.bytes()
+    }
+}
+
+/// Bytes held by open paged searches on all connections, within `ldap.max_paged_state_bytes`.
+pub struct PagedState {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl PagedState {
+    fn new(max: usize) -> Arc<PagedState> {
+        Arc::new(PagedState { used: AtomicUsize::new(0), max })
+    }
+
+    /// Reserves `bytes`, or `None` when they do not fit.
+    pub(in crate::ldap) fn charge(self: &Arc<Self>, bytes: usize) -> Option<PagedCharge> {
+        let now = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(bytes).filter(|&n| n <= self.max))
+            .ok()?
+            + bytes;
+        metrics::gauge!("idgate_ldap_paged_state_bytes").set(now as f64);
+        Some(PagedCharge { bytes, state: self.clone() })
+    }
+}
+
+/// A reservation in [`PagedState`], released when the paged search it belongs to is dropped
+/// (finished, abandoned, evicted, or its connection closed).
+pub(in crate::ldap) struct PagedCharge {
+    bytes: usize,
+    state: Arc<PagedState>,
+}
+
+impl Drop for PagedCharge {
+    fn drop(&mut self) {
+        let before = self.state.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        metrics::gauge!("idgate_ldap_paged_state_bytes").set(before.saturating_sub(self.bytes) as f64);
+    }
 }
 
 pub struct Session {
@@ -234,8 +292,9 @@ impl Session {
         &self.identity
     }
 
-    pub async fn handle(&mut self, msg: LdapMsg) -> Reply {
-        let started = Instant::now();
+    /// Handles one request, `received` when its last byte arrived (limits count from then, the
+    /// wait to decode a large message included).
+    pub async fn handle(&mut self, msg: LdapMsg, received: Instant) -> Reply {
         let op = op_name(&msg.op);
         let msgid = msg.msgid;
         let mut reply = match &msg.op {
@@ -263,7 +322,7 @@ impl Session {
                             res(Code::UnavailableCriticalExtension, format!("critical control {oid} is not supported"));
                         vec![LdapMsg::new(msgid, response_for(op, r).unwrap_or(LdapOp::UnbindRequest))]
                     }
-                    None => self.dispatch(msgid, &msg.op, &msg.ctrl).await,
+                    None => self.dispatch(msgid, msg.op, &msg.ctrl, received).await,
                 };
                 Reply { msgs, close: false }
             }
@@ -283,14 +342,20 @@ impl Session {
             if let Some(code) = code {
                 let result = format!("{code:?}");
                 metrics::counter!("idgate_ldap_requests_total", "op" => op, "result" => result).increment(1);
-                metrics::histogram!("idgate_ldap_request_seconds", "op" => op).record(started.elapsed().as_secs_f64());
+                metrics::histogram!("idgate_ldap_request_seconds", "op" => op).record(received.elapsed().as_secs_f64());
             }
         }
         reply.msgs.shrink_to_fit();
         reply
     }
 
-    async fn dispatch(&mut self, msgid: i32, op: &LdapOp, ctrls: &[LdapControl]) -> Vec<LdapMsg> {
+    async fn dispatch(&mut self, msgid: i32, op: LdapOp, ctrls: &[LdapControl], received: Instant) -> Vec<LdapMsg> {
+        // A search takes its request: a large filter then moves to wherever it is evaluated.
+        let op = match op {
+            LdapOp::SearchRequest(s) => return self.search(msgid, s, ctrls, received).await,
+            op => op,
+        };
+        let op = &op;
         let one = |r: Result<LdapResult, LdapError>| {
             let r = r.unwrap_or_else(err_res);
             vec![LdapMsg::new(msgid, response_for(op, r).unwrap_or(LdapOp::UnbindRequest))]
@@ -300,7 +365,6 @@ impl Session {
                 let r = self.bind(b).await;
                 vec![LdapMsg::new(msgid, LdapOp::BindResponse(LdapBindResponse { res: r, saslcreds: None }))]
             }
-            LdapOp::SearchRequest(s) => self.search(msgid, s, ctrls).await,
             LdapOp::CompareRequest(c) => one(self.compare(c)),
             LdapOp::ExtendedRequest(x) if x.name == OID_PASSWORD_MODIFY => {
                 vec![LdapMsg::new(msgid, LdapOp::ExtendedResponse(self.password_modify(x).await))]

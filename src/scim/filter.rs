@@ -2,12 +2,14 @@
 //! nesting, evaluated against a resource's JSON representation. Attribute names and operators are
 //! case-insensitive; string comparison follows each attribute's `caseExact`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde_json::Value;
 
 use super::error::ScimError;
 use super::schema::{AttrDef, ENTERPRISE_URN, ResourceDef, Ty};
+use crate::costly::Budget;
 
 /// `[urn:]name[.sub]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -490,21 +492,92 @@ fn check_op(name: &str, leaf: Option<&AttrDef>, op: Op, v: &Value) -> Result<(),
     Ok(())
 }
 
-/// Does the resource match the filter?
+/// Does the resource match the filter? (One resource: the filter is prepared for it alone.)
 pub fn matches(f: &Filter, def: &ResourceDef, res: &Value) -> bool {
-    eval(f, Scope::Resource(def), res)
+    Prepared::new(f).matches(def, res, &Budget::unlimited())
 }
 
-fn eval(f: &Filter, scope: Scope<'_>, res: &Value) -> bool {
+/// A filter ready for evaluation over many resources: its string literals are case-folded once
+/// here rather than once per comparison.
+pub struct Prepared {
+    root: Node,
+    weight: u64,
+}
+
+enum Node {
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+    Compare(AttrRef, Op, Lit),
+    Has(AttrRef, Box<Node>, Option<(String, Op, Lit)>),
+}
+
+/// A comparison literal, and its case-folded form for attributes that ignore case.
+struct Lit {
+    value: Value,
+    folded: Option<String>,
+}
+
+impl Lit {
+    fn new(value: &Value) -> Lit {
+        Lit { folded: value.as_str().map(str::to_lowercase), value: value.clone() }
+    }
+}
+
+impl Prepared {
+    pub fn new(f: &Filter) -> Prepared {
+        let mut weight = 0u64;
+        let root = prepare(f, &mut weight);
+        Prepared { root, weight }
+    }
+
+    /// Work units it costs per resource: one per comparison, one more per 64 bytes of literals.
+    pub fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    /// Does the resource match? Each comparison counts against `budget`; once it has ended the
+    /// answer means nothing, and the caller asks the budget why.
+    pub fn matches(&self, def: &ResourceDef, res: &Value, budget: &Budget) -> bool {
+        eval(&self.root, Scope::Resource(def), res, budget)
+    }
+}
+
+fn prepare(f: &Filter, weight: &mut u64) -> Node {
+    let lit = |v: &Value, weight: &mut u64| {
+        *weight = weight.saturating_add(1 + v.as_str().map_or(0, |s| s.len() / 64) as u64);
+        Lit::new(v)
+    };
     match f {
-        Filter::And(a, b) => eval(a, scope, res) && eval(b, scope, res),
-        Filter::Or(a, b) => eval(a, scope, res) || eval(b, scope, res),
-        Filter::Not(a) => !eval(a, scope, res),
-        Filter::Compare(r, op, v) => {
+        Filter::And(a, b) => Node::And(Box::new(prepare(a, weight)), Box::new(prepare(b, weight))),
+        Filter::Or(a, b) => Node::Or(Box::new(prepare(a, weight)), Box::new(prepare(b, weight))),
+        Filter::Not(a) => Node::Not(Box::new(prepare(a, weight))),
+        Filter::Compare(r, op, v) => Node::Compare(r.clone(), *op, lit(v, weight)),
+        Filter::Has(r, inner, then) => {
+            let inner = Box::new(prepare(inner, weight));
+            let then = then.as_ref().map(|(sub, op, v)| (sub.clone(), *op, lit(v, weight)));
+            *weight = weight.saturating_add(1);
+            Node::Has(r.clone(), inner, then)
+        }
+    }
+}
+
+fn eval(f: &Node, scope: Scope<'_>, res: &Value, budget: &Budget) -> bool {
+    match f {
+        Node::And(a, b) => eval(a, scope, res, budget) && eval(b, scope, res, budget),
+        Node::Or(a, b) => eval(a, scope, res, budget) || eval(b, scope, res, budget),
+        Node::Not(a) => !eval(a, scope, res, budget),
+        Node::Compare(r, op, v) => {
+            if budget.tick() {
+                return false;
+            }
             let (leaf, vals) = lookup(scope, res, r);
             compare_any(leaf.as_ref(), &vals, *op, v)
         }
-        Filter::Has(r, inner, then) => {
+        Node::Has(r, inner, then) => {
+            if budget.tick() {
+                return false;
+            }
             let (attr, container) = match scope {
                 Scope::Resource(def) => {
                     let c = if r.is_extension(def) { get_ci(res, ENTERPRISE_URN) } else { Some(res) };
@@ -519,7 +592,7 @@ fn eval(f: &Filter, scope: Scope<'_>, res: &Value) -> bool {
                 o => vec![o],
             };
             items.into_iter().any(|e| {
-                eval(inner, Scope::Element(&attr), e)
+                eval(inner, Scope::Element(&attr), e, budget)
                     && match then {
                         None => true,
                         Some((sub, op, v)) => {
@@ -546,10 +619,10 @@ pub fn sort_key(def: &ResourceDef, res: &Value, r: &AttrRef) -> Option<String> {
 
 /// True when an element of a multi-valued complex attribute matches a value filter.
 pub fn element_matches(f: &Filter, attr: &AttrDef, element: &Value) -> bool {
-    eval(f, Scope::Element(attr), element)
+    eval(&Prepared::new(f).root, Scope::Element(attr), element, &Budget::unlimited())
 }
 
-fn compare_any(leaf: Option<&AttrDef>, vals: &[&Value], op: Op, lit: &Value) -> bool {
+fn compare_any(leaf: Option<&AttrDef>, vals: &[&Value], op: Op, lit: &Lit) -> bool {
     match op {
         Op::Pr => vals.iter().any(|v| match v {
             Value::String(s) => !s.is_empty(),
@@ -561,16 +634,21 @@ fn compare_any(leaf: Option<&AttrDef>, vals: &[&Value], op: Op, lit: &Value) -> 
     }
 }
 
-fn compare(leaf: Option<&AttrDef>, v: &Value, op: Op, lit: &Value) -> bool {
+fn compare(leaf: Option<&AttrDef>, v: &Value, op: Op, lit: &Lit) -> bool {
     let exact = leaf.is_some_and(|d| d.case_exact);
-    match (v, lit) {
+    match (v, &lit.value) {
         (Value::String(a), Value::String(b)) => {
-            let (a, b) = if exact { (a.clone(), b.clone()) } else { (a.to_lowercase(), b.to_lowercase()) };
+            let (a, b): (Cow<'_, str>, &str) = if exact {
+                (Cow::Borrowed(a), b)
+            } else {
+                (Cow::Owned(a.to_lowercase()), lit.folded.as_deref().unwrap_or(b))
+            };
+            let a = a.as_ref();
             match op {
                 Op::Eq => a == b,
-                Op::Co => a.contains(&b),
-                Op::Sw => a.starts_with(&b),
-                Op::Ew => a.ends_with(&b),
+                Op::Co => a.contains(b),
+                Op::Sw => a.starts_with(b),
+                Op::Ew => a.ends_with(b),
                 Op::Gt => a > b,
                 Op::Ge => a >= b,
                 Op::Lt => a < b,

@@ -234,24 +234,24 @@ async fn auth(State(s): St, mut req: Request, next: Next) -> Response {
 
 type Answer = Result<Reply, ScimError>;
 
-async fn list_users(State(s): St, q: Query, h: HeaderMap) -> Answer {
-    service::list(&s, &[Kind::User], &q, &s.base(&h))
+async fn list_users(State(s): St, Authed(c): Authed, q: Query, h: HeaderMap) -> Answer {
+    service::list(&s, &c.label, &[Kind::User], q, s.base(&h)).await
 }
-async fn list_groups(State(s): St, q: Query, h: HeaderMap) -> Answer {
-    service::list(&s, &[Kind::Group], &q, &s.base(&h))
+async fn list_groups(State(s): St, Authed(c): Authed, q: Query, h: HeaderMap) -> Answer {
+    service::list(&s, &c.label, &[Kind::Group], q, s.base(&h)).await
 }
 
-fn search(s: &ScimState, kinds: &[Kind], h: &HeaderMap, body: &Value) -> Answer {
-    service::list(s, kinds, &Query::from_search(body)?, &s.base(h))
+async fn search(s: &Arc<ScimState>, c: &Caller, kinds: &[Kind], h: &HeaderMap, body: &Value) -> Answer {
+    service::list(s, &c.label, kinds, Query::from_search(body)?, s.base(h)).await
 }
-async fn search_users(State(s): St, h: HeaderMap, ScimBody(b): ScimBody) -> Answer {
-    search(&s, &[Kind::User], &h, &b)
+async fn search_users(State(s): St, Authed(c): Authed, h: HeaderMap, ScimBody(b): ScimBody) -> Answer {
+    search(&s, &c, &[Kind::User], &h, &b).await
 }
-async fn search_groups(State(s): St, h: HeaderMap, ScimBody(b): ScimBody) -> Answer {
-    search(&s, &[Kind::Group], &h, &b)
+async fn search_groups(State(s): St, Authed(c): Authed, h: HeaderMap, ScimBody(b): ScimBody) -> Answer {
+    search(&s, &c, &[Kind::Group], &h, &b).await
 }
-async fn search_root(State(s): St, h: HeaderMap, ScimBody(b): ScimBody) -> Answer {
-    search(&s, &[Kind::User, Kind::Group], &h, &b)
+async fn search_root(State(s): St, Authed(c): Authed, h: HeaderMap, ScimBody(b): ScimBody) -> Answer {
+    search(&s, &c, &[Kind::User, Kind::Group], &h, &b).await
 }
 
 async fn get_user(State(s): St, Path(id): Path<String>, q: Query, h: HeaderMap) -> Answer {

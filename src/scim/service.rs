@@ -13,6 +13,7 @@ use super::patch;
 use super::resource::{self, UserFields};
 use super::schema::{Kind, LIST_URN, ResourceDef};
 use crate::config::DeleteMode;
+use crate::costly::{Budget, COSTLY_COST, Refused};
 use crate::directory::{Caller, GroupEdit, GroupSpec, Snapshot, UserEdit, UserSpec};
 use crate::model::{NewGroup, NewUser};
 
@@ -128,39 +129,91 @@ fn candidates(s: &ScimState, snap: &Snapshot, kind: Kind, f: Option<&filter::Fil
     }
 }
 
-fn matching(s: &ScimState, kind: Kind, q: &Query, base: &str) -> Result<Vec<Value>, ScimError> {
-    let snap = s.dir.snapshot()?;
-    let def = s.def(kind);
-    let f = q.filter.as_deref().map(|t| filter::parse_filter(t, s.limits())).transpose()?;
-    if let Some(f) = &f {
-        filter::validate(f, &def)?;
-    }
-    let mut out = Vec::new();
-    for idx in candidates(s, &snap, kind, f.as_ref()) {
-        let v = resource_json(s, &snap, kind, idx, &def, base);
-        if f.as_ref().is_none_or(|f| filter::matches(f, &def, &v)) {
-            out.push(v);
-        }
-    }
-    if let Some(sort_by) = &q.sort_by {
-        let r = filter::split_attr(sort_by)
-            .ok_or_else(|| ScimError::invalid_value(format!("sortBy: invalid attribute {sort_by:?}")))?;
-        let key = |v: &Value| filter::sort_key(&def, v, &r);
-        // Stable: ties keep id order; resources without the attribute sort last.
-        out.sort_by(|a, b| match (key(a), key(b)) {
-            (Some(x), Some(y)) => {
-                if q.descending {
-                    y.cmp(&x)
-                } else {
-                    x.cmp(&y)
-                }
+/// One resource type's share of a list: the resources the filter must look at.
+struct Part {
+    kind: Kind,
+    def: ResourceDef,
+    candidates: Vec<usize>,
+}
+
+/// A list settled on the request worker, owned so that it can run on the blocking pool.
+struct ListJob {
+    s: Arc<ScimState>,
+    snap: Arc<Snapshot>,
+    parts: Vec<Part>,
+    filter: Option<filter::Prepared>,
+    q: Query,
+    base: String,
+}
+
+impl ListJob {
+    fn new(s: &Arc<ScimState>, kinds: &[Kind], q: Query, base: String) -> Result<ListJob, ScimError> {
+        let snap = s.dir.snapshot()?;
+        let f = q.filter.as_deref().map(|t| filter::parse_filter(t, s.limits())).transpose()?;
+        let mut parts = Vec::new();
+        for &kind in kinds {
+            let def = s.def(kind);
+            if let Some(f) = &f {
+                filter::validate(f, &def)?;
             }
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
+            let candidates = candidates(s, &snap, kind, f.as_ref());
+            parts.push(Part { kind, def, candidates });
+        }
+        let filter = f.as_ref().map(filter::Prepared::new);
+        Ok(ListJob { s: s.clone(), snap, parts, filter, q, base })
     }
-    Ok(out)
+
+    /// Work units: each candidate is built as JSON (one unit) and checked by the filter.
+    fn cost(&self) -> u64 {
+        let per = 1 + self.filter.as_ref().map_or(0, filter::Prepared::weight);
+        let n: usize = self.parts.iter().map(|p| p.candidates.len()).sum();
+        per.saturating_mul(n as u64)
+    }
+
+    fn run(self, budget: &Budget) -> Result<Reply, ScimError> {
+        let mut found = Vec::new();
+        for part in &self.parts {
+            found.extend(self.matching(part, budget)?.into_iter().map(|v| (v, part.def.clone())));
+        }
+        Ok(Reply { status: StatusCode::OK, body: Some(page(&self.s, &self.q, found)?), location: None, etag: None })
+    }
+
+    fn matching(&self, part: &Part, budget: &Budget) -> Result<Vec<Value>, ScimError> {
+        let (s, q, def) = (&self.s, &self.q, &part.def);
+        let mut out = Vec::new();
+        for &idx in &part.candidates {
+            if budget.tick() {
+                break;
+            }
+            let v = resource_json(s, &self.snap, part.kind, idx, def, &self.base);
+            if self.filter.as_ref().is_none_or(|f| f.matches(def, &v, budget)) {
+                out.push(v);
+            }
+        }
+        if budget.ended().is_some() {
+            // Only a shutdown that ran out of time, or a client that went away, ends a list.
+            return Err(ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, "the server is shutting down"));
+        }
+        if let Some(sort_by) = &q.sort_by {
+            let r = filter::split_attr(sort_by)
+                .ok_or_else(|| ScimError::invalid_value(format!("sortBy: invalid attribute {sort_by:?}")))?;
+            let key = |v: &Value| filter::sort_key(def, v, &r);
+            // Stable: ties keep id order; resources without the attribute sort last.
+            out.sort_by(|a, b| match (key(a), key(b)) {
+                (Some(x), Some(y)) => {
+                    if q.descending {
+                        y.cmp(&x)
+                    } else {
+                        x.cmp(&y)
+                    }
+                }
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            });
+        }
+        Ok(out)
+    }
 }
 
 fn page(s: &ScimState, q: &Query, found: Vec<(Value, ResourceDef)>) -> Result<Value, ScimError> {
@@ -185,13 +238,24 @@ fn page(s: &ScimState, q: &Query, found: Vec<(Value, ResourceDef)>) -> Result<Va
     }))
 }
 
-pub fn list(s: &ScimState, kinds: &[Kind], q: &Query, base: &str) -> Result<Reply, ScimError> {
-    let mut found = Vec::new();
-    for &k in kinds {
-        let def = s.def(k);
-        found.extend(matching(s, k, q, base)?.into_iter().map(|v| (v, def.clone())));
+/// A list or search. A costly one (a large filter over many resources) runs on the blocking pool
+/// under the server's costly-search limits, counted against `principal`.
+pub async fn list(
+    s: &Arc<ScimState>,
+    principal: &str,
+    kinds: &[Kind],
+    q: Query,
+    base: String,
+) -> Result<Reply, ScimError> {
+    let job = ListJob::new(s, kinds, q, base)?;
+    let gate = s.dir.searches();
+    if job.cost() <= COSTLY_COST {
+        return job.run(&gate.budget(None));
     }
-    Ok(Reply { status: StatusCode::OK, body: Some(page(s, q, found)?), location: None, etag: None })
+    gate.run(principal, None, move |budget| job.run(budget)).await.map_err(|e| match e {
+        Refused::Failed => ScimError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "the search failed"),
+        e => ScimError::new(StatusCode::SERVICE_UNAVAILABLE, None, e.to_string()),
+    })?
 }
 
 fn current(s: &ScimState, kind: Kind, id: &str, base: &str) -> Result<(Arc<Snapshot>, usize, Value), ScimError> {

@@ -34,7 +34,7 @@ impl Session {
         if entry.get(id).is_none() {
             return Err(LdapError::new(Code::NoSuchAttribute, format!("{} has no {}", c.dn, schema::def(id).name)));
         }
-        Ok(match Filter::Equality(id, value).eval(&entry) {
+        Ok(match Filter::equality(id, value).eval(&entry) {
             Tri::True => res(Code::CompareTrue, ""),
             _ => res(Code::CompareFalse, ""),
         })
