@@ -159,7 +159,7 @@ fn main() {
             measure(addr, users, clients, secs, Arc::new((dn, pw))).await;
             return;
         }
-        let mut cfg = Config::parse("[ldap]\nlisten=\"127.0.0.1:0\"\n[http]\nlisten=\"127.0.0.1:0\"\n[backend]\nkind=\"memory\"\n[[ldap.service_accounts]]\nname=\"reader\"\npassword=\"pw\"\naccess=\"read\"\n").unwrap();
+        let cfg = Config::parse("[ldap]\nlisten=\"127.0.0.1:0\"\n[http]\nlisten=\"127.0.0.1:0\"\n[backend]\nkind=\"memory\"\n[[ldap.service_accounts]]\nname=\"reader\"\npassword=\"pw\"\naccess=\"read\"\n").unwrap();
         let t = Instant::now();
         let backend = Arc::new(MemoryBackend::from_seed(seed(users)).unwrap());
         let live_backend = live_kib();
