@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs idgate's whole test suite: installs the system tools the tests drive (OpenLDAP's client
-# tools) when they are missing, then runs `cargo test` and the SCIM compliance testers. Usage: scripts/test.sh [cargo test args]
+# tools) when they are missing, then runs `cargo test`, a short run of every fuzz target, and the
+# SCIM compliance testers. Usage: scripts/test.sh [cargo test args]
+# FUZZ_SECONDS sets the seconds per fuzz target (default 15; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +18,7 @@ need() { # need BINARY DEBIAN_PACKAGE
 need ldapsearch ldap-utils
 
 cargo test --locked "$@"
+if [[ ${FUZZ_SECONDS:-15} -gt 0 ]]; then
+  scripts/fuzz.sh "${FUZZ_SECONDS:-15}"   # every fuzz target from its committed corpus (fuzz/README.md)
+fi
 scripts/scim-compliance.sh   # SCIM compliance testers (Python venv under target/) against the demo

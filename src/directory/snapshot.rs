@@ -34,6 +34,8 @@ pub struct Snapshot {
     live_users: usize,
     live_groups: usize,
     user_by_id: Index,
+    /// Logins, addresses and group names are keyed on their folded form: it serves both the
+    /// case-insensitive lookups and LDAP's equality, which also folds spaces.
     user_by_login: Index,
     user_by_email: Index,
     /// Folded full name ("first last", or the login); LDAP's `cn`.
@@ -190,7 +192,12 @@ impl Snapshot {
     /// Case-insensitive.
     pub fn user_index_by_login(&self, login: &str) -> Option<usize> {
         let key = login.to_lowercase();
-        range(&self.user_by_login, &key).find(|&i| self.user_at(i).is_some_and(|u| eq_lower(&u.login, &key)))
+        range(&self.user_by_login, &fold(login)).find(|&i| self.user_at(i).is_some_and(|u| eq_lower(&u.login, &key)))
+    }
+    /// Case-insensitive, spaces folded (LDAP equality on `uid`, `memberUid`).
+    pub fn user_indexes_by_login_folded(&self, login: &str) -> Vec<usize> {
+        let key = fold(login);
+        range(&self.user_by_login, &key).filter(|&i| self.user_at(i).is_some_and(|u| fold(&u.login) == key)).collect()
     }
     pub fn user_by_login(&self, login: &str) -> Option<&Arc<User>> {
         self.user_index_by_login(login).map(|i| self.user(i))
@@ -198,9 +205,14 @@ impl Snapshot {
     /// Case-insensitive; several users may share an address.
     pub fn user_indexes_by_email(&self, email: &str) -> Vec<usize> {
         let key = email.to_lowercase();
-        range(&self.user_by_email, &key)
+        range(&self.user_by_email, &fold(email))
             .filter(|&i| self.user_at(i).is_some_and(|u| eq_lower(&u.email, &key)))
             .collect()
+    }
+    /// Case-insensitive, spaces folded (LDAP equality on `mail`).
+    pub fn user_indexes_by_email_folded(&self, email: &str) -> Vec<usize> {
+        let key = fold(email);
+        range(&self.user_by_email, &key).filter(|&i| self.user_at(i).is_some_and(|u| fold(&u.email) == key)).collect()
     }
     /// Case-insensitive, spaces folded.
     pub fn user_indexes_by_full_name(&self, name: &str) -> Vec<usize> {
@@ -211,7 +223,12 @@ impl Snapshot {
     }
     pub fn group_index_by_name(&self, name: &str) -> Option<usize> {
         let key = name.to_lowercase();
-        range(&self.group_by_name, &key).find(|&i| self.group_at(i).is_some_and(|g| eq_lower(&g.name, &key)))
+        range(&self.group_by_name, &fold(name)).find(|&i| self.group_at(i).is_some_and(|g| eq_lower(&g.name, &key)))
+    }
+    /// Case-insensitive, spaces folded (LDAP equality on a group's `cn`).
+    pub fn group_indexes_by_name_folded(&self, name: &str) -> Vec<usize> {
+        let key = fold(name);
+        range(&self.group_by_name, &key).filter(|&i| self.group_at(i).is_some_and(|g| fold(&g.name) == key)).collect()
     }
     pub fn group_by_name(&self, name: &str) -> Option<&Arc<Group>> {
         self.group_index_by_name(name).map(|i| self.group(i))
@@ -244,9 +261,9 @@ impl Snapshot {
 
     fn index_user(&mut self, i: usize, u: &User, add: bool) {
         let s = slot(i);
-        let mut keys = vec![(0, u.id.clone()), (1, u.login.to_lowercase()), (3, fold(&u.full_name()))];
+        let mut keys = vec![(0, u.id.clone()), (1, fold(&u.login)), (3, fold(&u.full_name()))];
         if !u.email.is_empty() {
-            keys.push((2, u.email.to_lowercase()));
+            keys.push((2, fold(&u.email)));
         }
         for (which, key) in keys {
             let ix = match which {
@@ -266,7 +283,7 @@ impl Snapshot {
     fn index_group(&mut self, i: usize, g: &Group, add: bool) {
         let s = slot(i);
         let id = (hash(&g.id), s);
-        let name = (hash(&g.name.to_lowercase()), s);
+        let name = (hash(&fold(&g.name)), s);
         if add {
             self.group_by_id.insert(id);
             self.group_by_name.insert(name);

@@ -11,6 +11,7 @@ use super::matching::format_generalized_time;
 use super::schema::{self, AttrId};
 use crate::config::LdapConfig;
 use crate::directory::Snapshot;
+use crate::directory::snapshot::fold;
 use crate::model::{Group, User};
 
 /// What the tree looks like; fixed for the life of the server.
@@ -482,20 +483,19 @@ impl Dit {
         let group = |gi: usize| 4 + nu + gi;
         let v = value.trim();
         let out: Vec<usize> = match schema::def(id).name {
-            "uid" => snap.user_index_by_login(v).map(user).into_iter().collect(),
-            "mail" => snap.user_indexes_by_email(v).into_iter().map(user).collect(),
+            // These compare with caseIgnoreMatch, which folds spaces: so must the lookups.
+            "uid" => snap.user_indexes_by_login_folded(v).into_iter().map(user).collect(),
+            "mail" => snap.user_indexes_by_email_folded(v).into_iter().map(user).collect(),
             "cn" => {
                 let mut out: Vec<usize> = snap.user_indexes_by_full_name(v).into_iter().map(user).collect();
-                out.extend(snap.group_index_by_name(v).map(group));
-                let lv = v.to_lowercase();
+                out.extend(snap.group_indexes_by_name_folded(v).into_iter().map(group));
+                let key = fold(v);
                 out.extend(
                     self.fixed
                         .statics
                         .iter()
                         .enumerate()
-                        .filter(|(_, e)| {
-                            e.get(schema::id("cn")).is_some_and(|c| c.iter().any(|c| c.to_lowercase() == lv))
-                        })
+                        .filter(|(_, e)| e.get(schema::id("cn")).is_some_and(|c| c.iter().any(|c| fold(c) == key)))
                         .map(|(i, _)| self.static_number(i)),
                 );
                 out
@@ -526,10 +526,9 @@ impl Dit {
                 }
                 out
             }
-            "memberUid" => match snap.user_index_by_login(v) {
-                Some(ui) => snap.groups_of(ui).into_iter().map(group).collect(),
-                None => Vec::new(),
-            },
+            "memberUid" => {
+                snap.user_indexes_by_login_folded(v).into_iter().flat_map(|ui| snap.groups_of(ui)).map(group).collect()
+            }
             "member" | "uniqueMember" => match Dn::parse(v).ok().and_then(|d| self.find(&d)) {
                 Some(i) => match self.kind(i) {
                     EntryKind::User(ui) => snap.groups_of(ui).into_iter().map(group).collect(),
@@ -673,6 +672,44 @@ mod tests {
             ..Default::default()
         })];
         (s, Arc::new(Snapshot::build("memory\u{0}test", 7, users, groups)))
+    }
+
+    /// Found by fuzzing: the indexes compared names lower-cased but not space-folded, so a
+    /// search for `(cn=Sales  Team)` matched the group on a scan yet missed it through the index.
+    #[test]
+    fn lookups_fold_spaces_as_equality_does() {
+        use crate::ldap::filter::Filter;
+        let (s, _) = sample();
+        let users = vec![Arc::new(User {
+            id: "1".into(),
+            login: "Mary  Ann".into(),
+            email: "m@x".into(),
+            ..Default::default()
+        })];
+        let groups = vec![Arc::new(Group {
+            id: "1".into(),
+            name: "Sales Team".into(),
+            members: vec!["1".into()],
+            ..Default::default()
+        })];
+        let dit = Dit::build(&s, Arc::new(Snapshot::build("memory\u{0}test", 1, users, groups)));
+        for (attr, value) in [
+            ("cn", "sales   TEAM"),
+            ("cn", " Sales Team "),
+            ("uid", "mary ann"),
+            ("memberUid", "MARY\tANN"),
+            ("mail", " M@X "),
+        ] {
+            let id = schema::id(attr);
+            let matching: Vec<usize> =
+                dit.all().into_iter().filter(|&i| Filter::Equality(id, value.into()).matches(&dit.entry(i))).collect();
+            assert!(!matching.is_empty(), "{attr}={value:?} matches an entry");
+            assert_eq!(dit.lookup(id, value), Some(matching), "{attr}={value:?}");
+        }
+        // Exact lookups (DNs, binds, SCIM) stay exact apart from case.
+        assert_eq!(dit.snapshot.user_index_by_login("mary ann"), None);
+        assert_eq!(dit.snapshot.user_index_by_login("MARY  ANN"), Some(0));
+        assert_eq!(dit.snapshot.group_index_by_name("sales  team"), None);
     }
 
     #[test]

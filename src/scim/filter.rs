@@ -355,9 +355,11 @@ fn valid_name(n: &str) -> bool {
         && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
 }
 
-/// Splits `urn:...:name.sub` / `name.sub` into its parts.
+/// Splits `urn:...:name.sub` / `name.sub` into its parts. `word` may be any client text (a JSON
+/// key, an `attributes` list item), so the prefix is compared as bytes: byte 4 need not be a char
+/// boundary.
 pub fn split_attr(word: &str) -> Option<AttrRef> {
-    let (urn, rest) = if word.len() > 4 && word[..4].eq_ignore_ascii_case("urn:") {
+    let (urn, rest) = if word.len() > 4 && word.as_bytes()[..4].eq_ignore_ascii_case(b"urn:") {
         let i = word.rfind(':')?;
         (Some(word[..i].to_string()), &word[i + 1..])
     } else {
@@ -826,6 +828,17 @@ mod tests {
         for bad_path in ["", "a b", "members[value eq", "name.given.x", "members[value eq \"1\"]x"] {
             assert_eq!(parse_path(bad_path, L).unwrap_err().scim_type, Some("invalidPath"), "{bad_path}");
         }
+    }
+
+    /// Found by fuzzing: a multi-byte character across byte 4 (a PATCH key, an `attributes`
+    /// item) made the `urn:` prefix check slice inside the character and panic.
+    #[test]
+    fn split_attr_with_multibyte_char_at_byte_four() {
+        assert_eq!(split_attr("sae\u{2d1}m"), None);
+        assert_eq!(split_attr("abc\u{e9}"), None);
+        assert_eq!(split_attr("urn\u{e9}:x"), None);
+        let r = split_attr("URN:x:title").unwrap();
+        assert_eq!((r.urn.as_deref(), r.name.as_str()), (Some("URN:x"), "title"));
     }
 
     #[test]
