@@ -5,34 +5,26 @@
 //! Input: one byte that chooses how the stream is cut into reads, then the stream.
 #![no_main]
 
-use std::io;
 use std::sync::{Arc, LazyLock};
 
 use idgate::config::{Config, LdapConfig};
 use idgate::directory::Snapshot;
 use idgate::ldap::dit::{Dit, DitSettings, Entry};
+use idgate::ldap::codec::{Codec, PendingBudget};
 use idgate::ldap::dn::Dn;
 use idgate::ldap::filter::{Filter, Limits};
 use idgate::ldap::schema;
 use idgate::model::{Group, User};
-use ldap3_proto::LdapCodec;
 use ldap3_proto::proto::{LdapMsg, LdapOp};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-/// BER nesting the listener allows (`MAX_BER_DEPTH` in src/ldap/server.rs).
-const MAX_BER_DEPTH: usize = 160;
-
-/// The listener's framing, one decode step: what `Framed` asks of the server's codec after each
-/// read. Mirrors the private codec in src/ldap/server.rs (the ldap3_proto codec with the server's
-/// limits, refusing a first octet that cannot start an LDAPMessage); switch this body to
-/// idgate's own codec type once it is public. The codec keeps no state between calls.
-fn decode_frame(buf: &mut BytesMut) -> io::Result<Option<LdapMsg>> {
-    if buf.first().is_some_and(|&b| b != 0x30) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not an LDAP message"));
-    }
-    LdapCodec::new(Some(CTX.ldap.max_message_bytes), Some(MAX_BER_DEPTH)).decode(buf)
+/// The listener's codec for one connection: framing (header checks, the pending budget, the
+/// messageID and operation checks) and decoding, as `Framed` drives it after each read. Large
+/// messages are decoded in one piece here where the server hands them to the blocking pool.
+fn codec() -> Codec {
+    Codec::new(&CTX.ldap, PendingBudget::new(CTX.ldap.max_pending_bytes))
 }
 
 struct Ctx {
@@ -90,10 +82,11 @@ static CTX: LazyLock<Ctx> = LazyLock::new(|| {
 fn frames<'a>(reads: impl Iterator<Item = &'a [u8]>) -> (Vec<LdapMsg>, bool) {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
+    let mut codec = codec();
     for read in reads {
         buf.extend_from_slice(read);
         loop {
-            match decode_frame(&mut buf) {
+            match codec.decode(&mut buf) {
                 Ok(Some(m)) => out.push(m),
                 Ok(None) => break,
                 Err(_) => return (out, true),
