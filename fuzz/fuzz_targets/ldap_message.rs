@@ -175,7 +175,7 @@ fn handle(msg: &LdapMsg) {
             dn(&c.dn);
             if let (Some(id), Ok(v)) = (schema::lookup(&c.atype), std::str::from_utf8(&c.val)) {
                 for (_, entry) in &CTX.entries {
-                    let _ = Filter::Equality(id, v.to_string()).eval(entry);
+                    let _ = Filter::equality(id, v.to_string()).eval(entry);
                 }
             }
         }
