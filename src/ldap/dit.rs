@@ -702,7 +702,7 @@ mod tests {
         ] {
             let id = schema::id(attr);
             let matching: Vec<usize> =
-                dit.all().into_iter().filter(|&i| Filter::Equality(id, value.into()).matches(&dit.entry(i))).collect();
+                dit.all().into_iter().filter(|&i| Filter::equality(id, value.into()).matches(&dit.entry(i))).collect();
             assert!(!matching.is_empty(), "{attr}={value:?} matches an entry");
             assert_eq!(dit.lookup(id, value), Some(matching), "{attr}={value:?}");
         }
