@@ -2,7 +2,10 @@
 //! most once per interval, and the pause after an accept that failed for want of resources.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
 
 /// How often a listener may write the same warning; the others are counted and the count is
 /// reported with the next line, so a flood costs one line per interval instead of one per event.
@@ -47,6 +50,48 @@ pub fn suppressed_note(suppressed: u64) -> String {
     match suppressed {
         0 => format!("(such lines are written at most every {every} s)"),
         n => format!("({n} more since the previous such line; such lines are written at most every {every} s)"),
+    }
+}
+
+/// A listener's accepting side: the next connection, skipping those that vanished before they were
+/// accepted, and pausing (with a rate-limited warning) while accepts fail for want of resources.
+pub struct Acceptor {
+    listener: TcpListener,
+    /// Names the listener in warnings: `LDAP`, `LDAPS`, `HTTP`.
+    name: &'static str,
+    failed: RateLimitedWarn,
+    backoff: Backoff,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener, name: &'static str) -> Acceptor {
+        Acceptor { listener, name, failed: RateLimitedWarn::new(WARN_INTERVAL), backoff: Backoff::new() }
+    }
+
+    /// The next connection. Cancel-safe: callers race it against their shutdown signal.
+    pub async fn next(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.listener.accept().await {
+                Ok(x) => {
+                    self.backoff.reset();
+                    return x;
+                }
+                Err(e) if is_per_connection(&e) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: accepting again at once would fail the same way.
+                    if let Some(suppressed) = self.failed.check() {
+                        tracing::warn!(
+                            listener = self.name,
+                            error = %e,
+                            "{} accept failed; pausing accepts {}",
+                            self.name,
+                            suppressed_note(suppressed)
+                        );
+                    }
+                    tokio::time::sleep(self.backoff.next_pause()).await;
+                }
+            }
+        }
     }
 }
 

@@ -42,7 +42,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::accept::{Backoff, RateLimitedWarn, WARN_INTERVAL, is_per_connection, suppressed_note};
+use crate::accept::{Acceptor, RateLimitedWarn, WARN_INTERVAL, suppressed_note};
 use crate::config::HttpConfig;
 
 /// Written, without waiting, to a connection refused at the cap before it is closed.
@@ -69,33 +69,14 @@ pub async fn serve(
     builder.timer(TokioTimer::new()).header_read_timeout(cfg.header_timeout).keep_alive(true);
     let shared = Arc::new(Shared { router, cfg, builder });
     let mut full = RateLimitedWarn::new(WARN_INTERVAL);
-    let mut failed = RateLimitedWarn::new(WARN_INTERVAL);
-    let mut backoff = Backoff::new();
+    let mut acceptor = Acceptor::new(listener, "HTTP");
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
+        let (stream, peer) = tokio::select! {
+            x = acceptor.next() => x,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
         while tasks.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                if let Some(suppressed) = failed.check() {
-                    tracing::warn!(
-                        error = %e,
-                        "HTTP accept failed; pausing accepts {}",
-                        suppressed_note(suppressed)
-                    );
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_pause()) => continue,
-                    _ = shutdown.wait_for(|stop| *stop) => break,
-                }
-            }
-        };
-        backoff.reset();
         let permit = match slots.admit() {
             Admission::Free(p) => p,
             Admission::Displaced(p) => {
@@ -134,7 +115,7 @@ pub async fn serve(
             connection(stream, peer, conn, shared, shutdown).await;
         });
     }
-    drop(listener);
+    drop(acceptor); // closes the listening socket: new connections are refused while the rest drain
     let open = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(drain, open).await.is_err() {
         tracing::info!(still_open = tasks.len(), "HTTP connections closed at the end of the shutdown bound");

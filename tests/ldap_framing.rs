@@ -171,17 +171,6 @@ async fn huge_declared_lengths_are_refused_at_once_and_cost_no_memory() {
     demo.running.shutdown().await;
 }
 
-async fn write_raw(raw: &mut Raw, bytes: &[u8]) {
-    let s = raw.framed.get_mut();
-    tokio::time::timeout(WAIT, async {
-        s.write_all(bytes).await?;
-        s.flush().await
-    })
-    .await
-    .expect("write in time")
-    .expect("write");
-}
-
 /// Reads a Notice of Disconnection and then the close, both within `within`.
 async fn notice_then_close_within(raw: &mut Raw, within: Duration, what: &str) -> LdapResult {
     let started = Instant::now();
@@ -211,7 +200,7 @@ async fn malformed_lengths_are_refused_without_waiting() {
     ];
     for (what, bytes, says) in cases {
         let mut raw = bound_raw(&demo, &fx).await;
-        write_raw(&mut raw, &bytes).await;
+        raw.write_bytes(&bytes).await;
         let res = notice_then_close_within(&mut raw, Duration::from_secs(1), what).await;
         assert_eq!(res.code, LdapResultCode::ProtocolError, "{what}");
         assert!(res.message.contains(says), "{what}: {:?}", res.message);
@@ -220,9 +209,9 @@ async fn malformed_lengths_are_refused_without_waiting() {
 
     // Header split across writes: refused on the first length octet that proves it too large.
     let mut raw = Raw::connect(demo.running.ldap_addr).await;
-    write_raw(&mut raw, &[0x30]).await;
+    raw.write_bytes(&[0x30]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    write_raw(&mut raw, &[0x84, 0x01]).await;
+    raw.write_bytes(&[0x84, 0x01]).await;
     let res = notice_then_close_within(&mut raw, Duration::from_secs(1), "split header declaring 16 MiB or more").await;
     assert!(res.message.contains("ldap.max_message_bytes"), "{:?}", res.message);
     assert_healthy(&demo.url, &fx).await;
@@ -271,12 +260,12 @@ async fn large_messages_share_the_pending_budget() {
 
     // The first client sends half of a 700 KiB message and holds it.
     let mut first = bound_raw(&demo, &fx).await;
-    write_raw(&mut first, &big[..big.len() / 2]).await;
+    first.write_bytes(&big[..big.len() / 2]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // A second large message does not fit beside it: busy, then close.
     let mut second = bound_raw(&demo, &fx).await;
-    write_raw(&mut second, &big[..4096]).await;
+    second.write_bytes(&big[..4096]).await;
     let res = notice_then_close_within(&mut second, Duration::from_secs(1), "second large message").await;
     assert_eq!(res.code, LdapResultCode::Busy);
     assert_eq!(res.message, "server busy: too much input pending from all clients");
@@ -284,26 +273,26 @@ async fn large_messages_share_the_pending_budget() {
     assert_healthy(&demo.url, &fx).await;
 
     // The first message completes normally and gives its share back.
-    write_raw(&mut first, &big[big.len() / 2..]).await;
+    first.write_bytes(&big[big.len() / 2..]).await;
     let (uids, code) = search_answer(&mut first, 2).await;
     assert_eq!((uids, code), (vec![fx.user_login.clone()], LdapResultCode::Success));
 
     // Now a large message fits again, even sent slowly.
     let mut third = bound_raw(&demo, &fx).await;
-    write_raw(&mut third, &big[..big.len() / 2]).await;
+    third.write_bytes(&big[..big.len() / 2]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    write_raw(&mut third, &big[big.len() / 2..]).await;
+    third.write_bytes(&big[big.len() / 2..]).await;
     assert_eq!(search_answer(&mut third, 2).await.1, LdapResultCode::Success);
 
     // A client that leaves mid-message gives its share back too.
     let mut quitter = bound_raw(&demo, &fx).await;
-    write_raw(&mut quitter, &big[..big.len() / 2]).await;
+    quitter.write_bytes(&big[..big.len() / 2]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(quitter);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut next = bound_raw(&demo, &fx).await;
-        write_raw(&mut next, &big[..big.len() / 2]).await;
+        next.write_bytes(&big[..big.len() / 2]).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Refused connections may reset the rest of the write; a busy notice is what they see.
         let rest = next.framed.get_mut().write_all(&big[big.len() / 2..]).await;

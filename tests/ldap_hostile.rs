@@ -11,7 +11,6 @@ use ldap3_proto::proto::{
     LdapBindCred, LdapBindRequest, LdapBindResponse, LdapExtendedRequest, LdapFilter, LdapMsg, LdapOp, LdapResult,
     LdapResultCode, LdapSearchScope,
 };
-use tokio::io::AsyncWriteExt;
 
 // ---- a tiny BER writer, for messages the codec cannot produce ----------------------------------
 
@@ -62,17 +61,6 @@ fn raw_search(msgid: i64, base: &str, attr: &str, value: &[u8]) -> Vec<u8> {
     tlv(0x30, &[int(msgid), tlv(0x63, &body)].concat())
 }
 
-async fn write_raw(raw: &mut Raw, bytes: &[u8]) {
-    let s = raw.framed.get_mut();
-    tokio::time::timeout(WAIT, async {
-        s.write_all(bytes).await?;
-        s.flush().await
-    })
-    .await
-    .expect("write in time")
-    .expect("write");
-}
-
 /// The next message must be a Notice of Disconnection, then the server closes.
 async fn expect_notice_then_close(raw: &mut Raw, what: &str) -> LdapResult {
     let m = raw.recv().await.unwrap_or_else(|| panic!("{what}: connection closed without a Notice of Disconnection"));
@@ -113,7 +101,7 @@ async fn malformed_input_gets_a_notice_and_the_server_survives() {
 
     // Plain garbage (an HTTP request on the LDAP port).
     let mut raw = Raw::connect(demo.running.ldap_addr).await;
-    write_raw(&mut raw, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    raw.write_bytes(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     let r = expect_notice_then_close(&mut raw, "garbage").await;
     assert_eq!(r.code, LdapResultCode::ProtocolError);
     assert_healthy(&demo.url, &fx).await;
@@ -121,27 +109,27 @@ async fn malformed_input_gets_a_notice_and_the_server_survives() {
     // Bytes that start like a SEQUENCE but are not an LDAPMessage.
     for junk in [&[0x00u8, 0x00, 0x00, 0x00][..], &[0x30, 0x03, 0x04, 0x01, 0x41][..], &[0x30, 0x80, 0x00, 0x00][..]] {
         let mut raw = Raw::connect(demo.running.ldap_addr).await;
-        write_raw(&mut raw, junk).await;
+        raw.write_bytes(junk).await;
         expect_notice_then_close(&mut raw, &format!("junk {junk:02x?}")).await;
         assert_healthy(&demo.url, &fx).await;
     }
 
     // Garbage after a valid exchange on a bound connection.
     let mut raw = bound_raw(&demo, &fx).await;
-    write_raw(&mut raw, &[0x30, 0x03, 0x02, 0x01]).await; // truncated, then nonsense
-    write_raw(&mut raw, &[0xff, 0xff, 0xff, 0xff, 0x00, 0x00]).await;
+    raw.write_bytes(&[0x30, 0x03, 0x02, 0x01]).await; // truncated, then nonsense
+    raw.write_bytes(&[0xff, 0xff, 0xff, 0xff, 0x00, 0x00]).await;
     expect_notice_then_close(&mut raw, "garbage after bind").await;
     assert_healthy(&demo.url, &fx).await;
 
     // An operation tag that does not exist ([APPLICATION 26]).
     let mut raw = Raw::connect(demo.running.ldap_addr).await;
-    write_raw(&mut raw, &tlv(0x30, &[int(1), tlv(0x7a, &octets(b"what"))].concat())).await;
+    raw.write_bytes(&tlv(0x30, &[int(1), tlv(0x7a, &octets(b"what"))].concat())).await;
     expect_notice_then_close(&mut raw, "unknown op tag").await;
     assert_healthy(&demo.url, &fx).await;
 
     // A non-UTF-8 assertion value.
     let mut raw = bound_raw(&demo, &fx).await;
-    write_raw(&mut raw, &raw_search(2, &fx.users_base, "uid", &[0xff, 0xfe, 0x80])).await;
+    raw.write_bytes(&raw_search(2, &fx.users_base, "uid", &[0xff, 0xfe, 0x80])).await;
     expect_notice_then_close(&mut raw, "non-UTF-8 assertion value").await;
     assert_healthy(&demo.url, &fx).await;
 
@@ -166,7 +154,7 @@ async fn malformed_input_gets_a_notice_and_the_server_survives() {
     // Disconnecting in the middle of a message.
     let mut raw = Raw::connect(demo.running.ldap_addr).await;
     let msg = raw_search(1, &fx.users_base, "uid", b"alice");
-    write_raw(&mut raw, &msg[..msg.len() / 2]).await;
+    raw.write_bytes(&msg[..msg.len() / 2]).await;
     drop(raw);
     assert_healthy(&demo.url, &fx).await;
     demo.running.shutdown().await;

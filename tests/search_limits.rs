@@ -17,7 +17,6 @@ use ldap3_proto::proto::{
     LdapDerefAliases, LdapFilter, LdapMsg, LdapOp, LdapResultCode as Code, LdapSearchRequest, LdapSearchScope,
     LdapSubstringFilter,
 };
-use tokio::io::AsyncWriteExt;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Encoder;
 
@@ -89,17 +88,6 @@ fn encode(msgid: i32, req: LdapSearchRequest, ctrl: Vec<LdapControl>) -> Vec<u8>
     buf.to_vec()
 }
 
-async fn send_bytes(raw: &mut Raw, bytes: &[u8]) {
-    let s = raw.framed.get_mut();
-    tokio::time::timeout(WAIT, async {
-        s.write_all(bytes).await?;
-        s.flush().await
-    })
-    .await
-    .expect("write in time")
-    .expect("write");
-}
-
 /// Reads a search's answer: entries, then the final result and its controls.
 async fn answer(raw: &mut Raw, msgid: i32) -> (usize, ldap3_proto::proto::LdapResult, Vec<LdapControl>) {
     let mut entries = 0;
@@ -149,7 +137,7 @@ async fn hostile_filters_do_not_stall_scim() {
             let mut answers = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Instant::now();
-                send_bytes(&mut raw, &bytes).await;
+                raw.write_bytes(&bytes).await;
                 let (_, r, _) = answer(&mut raw, 2).await;
                 answers.push((dn.clone(), r.code, r.message, t.elapsed()));
             }
@@ -209,7 +197,7 @@ async fn the_time_limit_holds_for_costly_filters() {
     // The server's limit, then a client's shorter than the server's.
     for (timelimit, limit) in [(0, Duration::from_secs(1)), (1, Duration::from_secs(1))] {
         let t = Instant::now();
-        send_bytes(&mut raw, &encode(2, request("dc=example,dc=com", hostile_filter(), timelimit), vec![])).await;
+        raw.write_bytes(&encode(2, request("dc=example,dc=com", hostile_filter(), timelimit), vec![])).await;
         let (_, r, _) = answer(&mut raw, 2).await;
         let took = t.elapsed();
         assert_eq!(r.code, Code::TimeLimitExceeded, "{r:?}");
@@ -224,7 +212,7 @@ async fn the_time_limit_holds_for_costly_filters() {
         LdapSubstringFilter { initial: None, any: vec!["a".repeat(1_200_000)], final_: None },
     );
     let t = Instant::now();
-    send_bytes(&mut raw, &encode(3, request("dc=example,dc=com", big, 0), vec![])).await;
+    raw.write_bytes(&encode(3, request("dc=example,dc=com", big, 0), vec![])).await;
     let (entries, r, _) = answer(&mut raw, 3).await;
     assert_eq!((r.code.clone(), entries), (Code::Success, 0), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
@@ -297,7 +285,7 @@ async fn a_client_that_hangs_up_gives_its_turn_back() {
     // The reader takes the only costly-search turn with a search that could run for a minute,
     // then hangs up.
     let mut reader = bound(addr, READER_DN, READER_PW).await;
-    send_bytes(&mut reader, &encode(2, request("dc=example,dc=com", hostile_filter(), 0), vec![])).await;
+    reader.write_bytes(&encode(2, request("dc=example,dc=com", hostile_filter(), 0), vec![])).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     reader.drop_socket();
 
@@ -309,7 +297,7 @@ async fn a_client_that_hangs_up_gives_its_turn_back() {
         LdapFilter::Not(Box::new(eq("description", &"x".repeat(512 * 1024)))),
     ]);
     let t = Instant::now();
-    send_bytes(&mut alice, &encode(3, request("dc=example,dc=com", big, 10), vec![])).await;
+    alice.write_bytes(&encode(3, request("dc=example,dc=com", big, 10), vec![])).await;
     let (entries, r, _) = answer(&mut alice, 3).await;
     println!("alice's costly search answered after {:?}", t.elapsed());
     assert_eq!((r.code.clone(), entries), (Code::Success, 1), "{r:?}");
@@ -320,7 +308,7 @@ async fn a_client_that_hangs_up_gives_its_turn_back() {
 /// A paged search of `filter` with page size 1; the cookie, or the refusal.
 async fn open_paged(raw: &mut Raw, msgid: i32, filter: LdapFilter) -> Result<Vec<u8>, ldap3_proto::proto::LdapResult> {
     let ctrl = vec![LdapControl::SimplePagedResults { size: 1, cookie: Vec::new() }];
-    send_bytes(raw, &encode(msgid, request(PEOPLE, filter, 0), ctrl)).await;
+    raw.write_bytes(&encode(msgid, request(PEOPLE, filter, 0), ctrl)).await;
     let (entries, r, ctrl) = answer(raw, msgid).await;
     if r.code != Code::Success {
         assert_eq!(entries, 0, "a refused paged search sends no entries");
@@ -378,7 +366,7 @@ async fn paged_state_is_bounded_and_refusals_are_clear() {
     // Each continues: the state is the search's, the filter is only a hash.
     for (n, cookie) in cookies.iter_mut().enumerate() {
         let ctrl = vec![LdapControl::SimplePagedResults { size: 1, cookie: cookie.clone() }];
-        send_bytes(&mut first, &encode(40 + n as i32, request(PEOPLE, filter(n), 0), ctrl)).await;
+        first.write_bytes(&encode(40 + n as i32, request(PEOPLE, filter(n), 0), ctrl)).await;
         let (entries, r, ctrl) = answer(&mut first, 40 + n as i32).await;
         assert_eq!((r.code.clone(), entries), (Code::Success, 1), "page 2 of search {n}: {r:?}");
         let Some(LdapControl::SimplePagedResults { cookie: next, .. }) = ctrl.into_iter().next() else { panic!() };
@@ -386,7 +374,7 @@ async fn paged_state_is_bounded_and_refusals_are_clear() {
     }
     // A continuation must repeat its search.
     let ctrl = vec![LdapControl::SimplePagedResults { size: 1, cookie: cookies[0].clone() }];
-    send_bytes(&mut first, &encode(60, request(PEOPLE, filter(99), 0), ctrl)).await;
+    first.write_bytes(&encode(60, request(PEOPLE, filter(99), 0), ctrl)).await;
     let (_, r, _) = answer(&mut first, 60).await;
     assert_eq!(r.code, Code::UnwillingToPerform, "{r:?}");
 
@@ -412,13 +400,13 @@ async fn paged_state_is_bounded_and_refusals_are_clear() {
     assert!(paged_state_gauge(demo.running.http_addr).await <= BUDGET as f64);
     // Paged searches already open continue when the budget is full.
     let ctrl = vec![LdapControl::SimplePagedResults { size: 1, cookie: cookies[1].clone() }];
-    send_bytes(&mut first, &encode(61, request(PEOPLE, filter(1), 0), ctrl)).await;
+    first.write_bytes(&encode(61, request(PEOPLE, filter(1), 0), ctrl)).await;
     let (entries, r, _) = answer(&mut first, 61).await;
     assert_eq!((r.code.clone(), entries), (Code::Success, 1), "an open paged search continues: {r:?}");
     // A search that needs no state (it fits in one page) is still answered.
     let mut probe = bound(addr, READER_DN, READER_PW).await;
     let ctrl = vec![LdapControl::SimplePagedResults { size: 500, cookie: Vec::new() }];
-    send_bytes(&mut probe, &encode(5, request(PEOPLE, filter(1), 0), ctrl)).await;
+    probe.write_bytes(&encode(5, request(PEOPLE, filter(1), 0), ctrl)).await;
     let (entries, r, _) = answer(&mut probe, 5).await;
     assert_eq!((r.code.clone(), entries), (Code::Success, 110), "{r:?}");
 
@@ -456,7 +444,7 @@ async fn sigterm_during_hostile_searches_exits_within_the_shutdown_bound() {
     let mut clients = Vec::new();
     for _ in 0..4 {
         let mut raw = bound(addr, READER_DN, READER_PW).await;
-        send_bytes(&mut raw, &bytes).await;
+        raw.write_bytes(&bytes).await;
         clients.push(raw);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -571,19 +571,21 @@ mod tests {
         assert_eq!(run(&d, &eq("memberOf", "cn=devs,ou=groups,dc=example,dc=com")).len(), 1);
     }
 
+    /// A substring filter on mail.
+    fn sub(i: Option<&str>, any: &[&str], f: Option<&str>) -> F {
+        F::Substring(
+            "mail".into(),
+            LdapSubstringFilter {
+                initial: i.map(Into::into),
+                any: any.iter().map(|s| s.to_string()).collect(),
+                final_: f.map(Into::into),
+            },
+        )
+    }
+
     #[test]
     fn substrings_use_every_component() {
         let d = dit();
-        let sub = |i: Option<&str>, any: &[&str], f: Option<&str>| {
-            F::Substring(
-                "mail".into(),
-                LdapSubstringFilter {
-                    initial: i.map(Into::into),
-                    any: any.iter().map(|s| s.to_string()).collect(),
-                    final_: f.map(Into::into),
-                },
-            )
-        };
         assert_eq!(run(&d, &sub(Some("a"), &["@"], Some(".com"))).len(), 1);
         assert_eq!(run(&d, &sub(Some("a"), &["@"], Some(".org"))).len(), 0);
         assert_eq!(run(&d, &sub(None, &["example"], None)).len(), 2);
@@ -671,16 +673,6 @@ mod tests {
     fn assertions_are_normalised_once_and_long_substrings_rejected_cheaply() {
         let d = dit();
         let lim = Limits { max_depth: 64, max_terms: 1000 };
-        let sub = |i: Option<&str>, any: &[&str], f: Option<&str>| {
-            F::Substring(
-                "mail".into(),
-                LdapSubstringFilter {
-                    initial: i.map(Into::into),
-                    any: any.iter().map(|s| s.to_string()).collect(),
-                    final_: f.map(Into::into),
-                },
-            )
-        };
         let f = Filter::compile(&sub(Some(" ALICE"), &["  ", "Example", ""], Some(".COM ")), &lim).unwrap();
         let Filter::Substring { parts: Some(p), .. } = &f else { panic!("{f:?}") };
         assert_eq!(p.initial.as_deref(), Some("alice"));

@@ -19,7 +19,7 @@ use tokio_util::either::Either;
 use super::codec::{self, Codec, Frame, FrameError, ServerCodec};
 use super::session::{LdapContext, OID_STARTTLS, Session};
 use super::tls::Tls;
-use crate::accept::{Backoff, RateLimitedWarn, WARN_INTERVAL, is_per_connection, suppressed_note};
+use crate::accept::{Acceptor, RateLimitedWarn, WARN_INTERVAL, suppressed_note};
 
 /// A client connection, in clear text or TLS.
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
@@ -66,35 +66,14 @@ pub async fn serve(
         busy.clear();
     }
     let mut refused = RateLimitedWarn::new(WARN_INTERVAL);
-    let mut failed = RateLimitedWarn::new(WARN_INTERVAL);
-    let mut backoff = Backoff::new();
+    let mut acceptor = Acceptor::new(listener, if matches!(mode, Mode::Ldaps(_)) { "LDAPS" } else { "LDAP" });
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
+        let (stream, peer) = tokio::select! {
+            x = acceptor.next() => x,
             _ = shutdown.changed() => break,
         };
         while tasks.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                // Out of descriptors or memory: accepting again at once would fail the same way.
-                if let Some(suppressed) = failed.check() {
-                    tracing::warn!(
-                        listener = name,
-                        error = %e,
-                        "LDAP accept failed; pausing accepts {}",
-                        suppressed_note(suppressed)
-                    );
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_pause()) => continue,
-                    _ = shutdown.changed() => break,
-                }
-            }
-        };
-        backoff.reset();
         let _ = stream.set_nodelay(true);
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {

@@ -401,6 +401,19 @@ impl Raw {
             .expect("send");
     }
 
+    /// Raw bytes on the wire, as they are: for input no encoder would produce.
+    pub async fn write_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let s = self.framed.get_mut();
+        tokio::time::timeout(WAIT, async {
+            s.write_all(bytes).await?;
+            s.flush().await
+        })
+        .await
+        .expect("write in time")
+        .expect("write");
+    }
+
     /// Next message; `None` when the server closed the connection (or reset it).
     pub async fn recv(&mut self) -> Option<LdapMsg> {
         match tokio::time::timeout(WAIT, self.framed.next()).await.expect("server answers in time") {
