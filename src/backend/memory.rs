@@ -57,6 +57,22 @@ pub struct SeedUser {
     pub employee_number: Option<String>,
     #[serde(default)]
     pub locale: Option<String>,
+    /// The manager's login.
+    #[serde(default)]
+    pub manager: Option<String>,
+    /// Extra fields: a text or a list of texts per field.
+    #[serde(default)]
+    pub custom: BTreeMap<String, SeedValue>,
+    /// A system account of the embedded backend (hidden unless `[directory.hidden] system = false`).
+    #[serde(default)]
+    pub system: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SeedValue {
+    One(String),
+    Many(Vec<String>),
 }
 
 fn yes() -> bool {
@@ -74,6 +90,9 @@ pub struct SeedGroup {
     /// Member logins.
     #[serde(default)]
     pub members: Vec<String>,
+    /// Names of member groups.
+    #[serde(default)]
+    pub member_groups: Vec<String>,
 }
 
 #[derive(Default)]
@@ -179,6 +198,7 @@ impl MemoryBackend {
             let mut st = b.state.write().map_err(|_| "lock poisoned")?;
             // Lower-cased login -> id, so loading stays linear in the size of the seed.
             let mut logins: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+            let mut managers = Vec::new();
             for su in seed.users {
                 let id = st.next_user;
                 if logins.insert(su.login.to_lowercase(), id).is_some() {
@@ -214,9 +234,31 @@ impl MemoryBackend {
                         admin: su.admin,
                         created: Some(su.created.unwrap_or(SEED_CREATED)),
                         modified: Some(ts),
+                        manager: None,
+                        custom: su
+                            .custom
+                            .into_iter()
+                            .map(|(k, v)| match v {
+                                SeedValue::One(v) => (k, vec![v]),
+                                SeedValue::Many(v) => (k, v),
+                            })
+                            .filter(|(_, v)| !v.is_empty())
+                            .collect(),
+                        system: su.system,
                     },
                 );
+                if let Some(m) = su.manager {
+                    managers.push((id, m));
+                }
             }
+            for (id, login) in managers {
+                let m = logins.get(&login.to_lowercase()).ok_or_else(|| format!("unknown manager {login:?}"))?;
+                let m = m.to_string();
+                if let Some(u) = st.users.get_mut(&id) {
+                    u.manager = Some(m);
+                }
+            }
+            let mut nesting = Vec::new();
             for sg in seed.groups {
                 if st.groups.values().any(|g| g.name.eq_ignore_ascii_case(&sg.name)) {
                     return Err(format!("duplicate group {:?}", sg.name));
@@ -237,10 +279,25 @@ impl MemoryBackend {
                         name: sg.name,
                         description: sg.description,
                         members,
+                        member_groups: Vec::new(),
                         created: Some(sg.created.unwrap_or(SEED_CREATED)),
                         modified: Some(ts),
                     },
                 );
+                nesting.push((id, sg.member_groups));
+            }
+            for (id, children) in nesting {
+                for name in children {
+                    let child = st
+                        .groups
+                        .iter()
+                        .find(|(_, g)| g.name.eq_ignore_ascii_case(&name))
+                        .map(|(cid, _)| cid.to_string())
+                        .ok_or_else(|| format!("unknown member group {name:?}"))?;
+                    if let Some(g) = st.groups.get_mut(&id) {
+                        g.member_groups.push(child);
+                    }
+                }
             }
         }
         Ok(b)
@@ -339,6 +396,9 @@ impl Backend for MemoryBackend {
             admin: nu.admin,
             created: Some(ts),
             modified: Some(ts),
+            manager: nu.manager.clone(),
+            custom: nu.custom.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            system: false,
         };
         if let Some(h) = hash {
             st.hashes.insert(id, h);
@@ -375,6 +435,7 @@ impl Backend for MemoryBackend {
         for g in st.groups.values_mut() {
             g.members.retain(|m| m != id);
         }
+        // Like an ERP without a foreign key: subordinates keep pointing at the gone manager.
         Ok(())
     }
 
@@ -416,6 +477,11 @@ impl Backend for MemoryBackend {
                 return Err(BackendError::NotFound(format!("user {m}")));
             }
         }
+        for m in &ng.member_groups {
+            if parse_id(m).is_none_or(|id| !st.groups.contains_key(&id)) {
+                return Err(BackendError::NotFound(format!("group {m}")));
+            }
+        }
         let id = st.next_group;
         st.next_group += 1;
         let ts = now();
@@ -424,6 +490,7 @@ impl Backend for MemoryBackend {
             name: ng.name.clone(),
             description: ng.description.clone(),
             members: ng.members.clone(),
+            member_groups: ng.member_groups.clone(),
             created: Some(ts),
             modified: Some(ts),
         };
@@ -452,7 +519,12 @@ impl Backend for MemoryBackend {
 
     async fn delete_group(&self, id: &str) -> BackendResult<()> {
         let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("group {id}")))?;
-        self.write()?.groups.remove(&nid).map(|_| ()).ok_or_else(|| BackendError::NotFound(format!("group {id}")))
+        let mut st = self.write()?;
+        st.groups.remove(&nid).ok_or_else(|| BackendError::NotFound(format!("group {id}")))?;
+        for g in st.groups.values_mut() {
+            g.member_groups.retain(|m| m != id);
+        }
+        Ok(())
     }
 
     async fn add_member(&self, group_id: &str, user_id: &str) -> BackendResult<()> {
@@ -476,6 +548,32 @@ impl Backend for MemoryBackend {
         let before = g.members.len();
         g.members.retain(|m| m != user_id);
         if g.members.len() != before {
+            g.modified = Some(now());
+        }
+        Ok(())
+    }
+
+    async fn add_member_group(&self, group_id: &str, child_id: &str) -> BackendResult<()> {
+        let gid = parse_id(group_id).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        let mut st = self.write()?;
+        if parse_id(child_id).is_none_or(|id| !st.groups.contains_key(&id)) {
+            return Err(BackendError::NotFound(format!("group {child_id}")));
+        }
+        let g = st.groups.get_mut(&gid).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        if !g.member_groups.iter().any(|m| m == child_id) {
+            g.member_groups.push(child_id.to_string());
+            g.modified = Some(now());
+        }
+        Ok(())
+    }
+
+    async fn remove_member_group(&self, group_id: &str, child_id: &str) -> BackendResult<()> {
+        let gid = parse_id(group_id).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        let mut st = self.write()?;
+        let g = st.groups.get_mut(&gid).ok_or_else(|| BackendError::NotFound(format!("group {group_id}")))?;
+        let before = g.member_groups.len();
+        g.member_groups.retain(|m| m != child_id);
+        if g.member_groups.len() != before {
             g.modified = Some(now());
         }
         Ok(())

@@ -74,6 +74,12 @@ pub struct Capabilities {
     pub employee_number: bool,
     /// `list_users_changed_since` is implemented.
     pub incremental_sync: bool,
+    /// Users have a manager (`User::manager`) the backend stores.
+    pub manager: bool,
+    /// Groups can contain groups.
+    pub nested_groups: bool,
+    /// Extra fields (`User::custom`) can be written.
+    pub custom_fields: bool,
 }
 
 impl Capabilities {
@@ -93,6 +99,9 @@ impl Capabilities {
         external_id: true,
         employee_number: true,
         incremental_sync: true,
+        manager: true,
+        nested_groups: true,
+        custom_fields: true,
     };
 }
 
@@ -155,6 +164,25 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_group(&self, id: &str) -> BackendResult<()>;
     async fn add_member(&self, group_id: &str, user_id: &str) -> BackendResult<()>;
     async fn remove_member(&self, group_id: &str, user_id: &str) -> BackendResult<()>;
+
+    /// Makes group `child_id` a member of group `group_id` (backends with `nested_groups`).
+    async fn add_member_group(&self, _group_id: &str, _child_id: &str) -> BackendResult<()> {
+        Err(self.unsupported("groups as members of groups"))
+    }
+    async fn remove_member_group(&self, _group_id: &str, _child_id: &str) -> BackendResult<()> {
+        Err(self.unsupported("groups as members of groups"))
+    }
+
+    /// The login of the account the gateway itself uses in the backend, once `probe` found it:
+    /// it is never published and can never bind through the gateway.
+    fn own_login(&self) -> Option<String> {
+        None
+    }
+
+    /// The characters of `login` this backend refuses, for deriving a login from a user name.
+    fn refused_login_chars(&self) -> &'static [char] {
+        &[]
+    }
 }
 
 /// Builds the configured backend.

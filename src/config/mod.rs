@@ -1,6 +1,7 @@
 //! Typed configuration: TOML with every unknown key rejected, relative paths resolved against the
 //! config file's folder, and every secret readable from the environment or a file.
 
+mod directory;
 mod duration;
 mod scim;
 mod secret;
@@ -11,6 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use directory::{
+    AttributeSyntax, CustomAttribute, DirectoryConfig, HiddenConfig, MemberOf, UserNameConfig, UserNameRule,
+};
 pub use scim::{ScimConfig, ScimScope, ScimToken};
 pub use secret::Secret;
 
@@ -39,6 +43,8 @@ pub struct Config {
     pub bind_throttle: ThrottleConfig,
     #[serde(default)]
     pub scim: ScimConfig,
+    #[serde(default)]
+    pub directory: DirectoryConfig,
     /// How long a graceful shutdown may take before what still runs is cancelled.
     #[serde(default = "default_shutdown_timeout", with = "duration")]
     pub shutdown_timeout: Duration,
@@ -104,6 +110,11 @@ pub struct LdapConfig {
     pub gid_number_base: u32,
     /// gidNumber of every user's primary group.
     pub user_gid_number: u32,
+    /// Name of the group published with `user_gid_number` and every user in `memberUid`.
+    pub primary_group: String,
+    /// Instead: each user's primary group is a group of its own, named like the user, with
+    /// gidNumber = uidNumber.
+    pub private_groups: bool,
     pub login_shell: String,
     /// `{login}` is replaced by the user's login.
     pub home_directory: String,
@@ -171,6 +182,8 @@ impl Default for LdapConfig {
             uid_number_base: 10_000,
             gid_number_base: 20_000,
             user_gid_number: 10_000,
+            primary_group: "users".into(),
+            private_groups: false,
             login_shell: "/bin/bash".into(),
             home_directory: "/home/{login}".into(),
             service_accounts: Vec::new(),
@@ -572,6 +585,33 @@ impl Config {
         }
         if self.cache.max_stale < self.cache.refresh_interval {
             return Err("cache.max_stale must be at least cache.refresh_interval".into());
+        }
+        let mut attrs = std::collections::HashSet::new();
+        for a in &self.directory.attributes {
+            let well_formed = |n: &str| {
+                n.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            };
+            if !well_formed(&a.name) || !well_formed(a.scim_name()) || a.field.trim().is_empty() {
+                return Err(format!(
+                    "directory.attributes: {:?} needs a name of letters, digits and '-' starting with a letter, and a field",
+                    a.name
+                ));
+            }
+            if !attrs.insert(a.name.to_ascii_lowercase()) {
+                return Err(format!("directory.attributes: {} is listed twice", a.name));
+            }
+        }
+        if self.directory.user_names.rule == UserNameRule::Replace
+            && self.directory.user_names.replacement.chars().any(|c| c.is_control() || "@,<>\"'".contains(c))
+        {
+            return Err("directory.user_names.replacement: must not itself be a refused character".into());
+        }
+        if !self.scim.custom_schema.starts_with("urn:") {
+            return Err("scim.custom_schema must be a URN".into());
+        }
+        if self.ldap.primary_group.trim().is_empty() {
+            return Err("ldap.primary_group must not be empty".into());
         }
         Ok(())
     }

@@ -6,6 +6,9 @@ use serde::Deserialize;
 
 use super::Secret;
 
+/// The default URN of the custom attributes' extension schema.
+pub const CUSTOM_SCHEMA: &str = "urn:idgate:params:scim:schemas:extension:custom:2.0:User";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScimConfig {
@@ -30,6 +33,8 @@ pub struct ScimConfig {
     /// External base URL (e.g. `https://id.example.com/scim/v2`) for `Location` and `meta.location`;
     /// by default derived from the request's Host header.
     pub public_url: Option<String>,
+    /// The SCIM extension schema of `[[directory.attributes]]`.
+    pub custom_schema: String,
 }
 
 impl Default for ScimConfig {
@@ -45,6 +50,7 @@ impl Default for ScimConfig {
             max_filter_depth: 32,
             group_patch_no_content: false,
             public_url: None,
+            custom_schema: CUSTOM_SCHEMA.into(),
         }
     }
 }

@@ -107,6 +107,7 @@ impl Directory {
             .try_get_with(key, async move { backend.find_user_by_login(&owned).await.map(|o| o.map(Arc::new)) })
             .await
             .map_err(|e: Arc<BackendError>| DirectoryError::from((*e).clone()))?;
+        let found = found.filter(|u| !self.hides(u));
         if let Some(u) = &found {
             self.apply(vec![Delta::PutUser(u.clone())]);
         }
@@ -120,6 +121,13 @@ impl Directory {
         let snap = self.snapshot()?;
         if let Some(u) = snap.user_by_login(login) {
             return Ok(Some(u.clone()));
+        }
+        // A user name an identity provider gave, which the backend took under another login.
+        if let Some(&ui) = self.users_named(&snap, login).first() {
+            return Ok(Some(snap.user(ui).clone()));
+        }
+        if self.hides_login(login) {
+            return Ok(None);
         }
         let key = login.to_lowercase();
         if self.login_misses.contains_key(&key) || !self.login_lookup_budget.take() {

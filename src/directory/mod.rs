@@ -6,8 +6,11 @@
 mod access;
 mod auth;
 mod bind_cache;
+pub mod custom;
 pub mod error;
+mod hidden;
 mod locks;
+mod names;
 mod refresh;
 pub mod snapshot;
 pub mod state;
@@ -26,7 +29,10 @@ use crate::model::{Group, User};
 pub use access::{AccessPolicy, Action, Caller, Grant, Principal, ReadScope};
 pub use auth::BindName;
 pub use bind_cache::BindCache;
+pub use custom::CustomAttrs;
 pub use error::{DirectoryError, Upstream};
+pub use hidden::Hidden;
+pub use names::NameRule;
 pub use snapshot::Snapshot;
 pub use state::{StateError, StateStore};
 use throttle::Throttle;
@@ -100,6 +106,10 @@ pub struct Directory {
     policy: WritePolicy,
     /// Admission of costly searches, shared by the LDAP and SCIM front ends.
     searches: crate::costly::Gate,
+    hidden: Hidden,
+    names: NameRule,
+    custom: CustomAttrs,
+    member_of: crate::config::MemberOf,
 }
 
 /// One acknowledged change to the cached directory.
@@ -112,6 +122,13 @@ enum Delta {
     /// A group with exactly the members it lists (a creation).
     PutGroup(Arc<Group>),
     DeleteGroup(String),
+    /// One member group.
+    MemberGroup {
+        group: String,
+        child: String,
+        add: bool,
+        at: i64,
+    },
     /// One membership, with the time of the write that changed it.
     Member {
         group: String,
@@ -155,6 +172,13 @@ fn apply_delta(s: &mut Snapshot, d: &Delta) {
         Delta::DeleteGroup(id) => {
             s.remove_group(id);
         }
+        Delta::MemberGroup { group, child, add, at } => {
+            let (Some(gi), Some(ci)) = (s.group_index(group), s.group_index(child)) else { return };
+            if s.set_member_group(gi, ci, *add) {
+                let g = stamped_group(s.group(gi), *at);
+                s.put_group_fields(g);
+            }
+        }
         Delta::Member { group, user, add, at } => {
             let (Some(gi), Some(ui)) = (s.group_index(group), s.user_index(user)) else { return };
             if s.set_member(gi, ui, *add) {
@@ -186,7 +210,6 @@ impl Directory {
     fn with_state(cfg: &Config, backend: Arc<dyn Backend>, state: StateStore) -> Arc<Directory> {
         Arc::new(Directory {
             scope: format!("{}\u{0}{}", backend.kind(), backend.instance()),
-            backend,
             snapshot: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
             install: Default::default(),
@@ -222,6 +245,11 @@ impl Directory {
                 ldap_delete_mode: cfg.ldap.delete_mode,
             },
             searches: crate::costly::Gate::new(cfg.ldap.costly_searches, cfg.ldap.costly_searches_per_principal),
+            hidden: Hidden::new(&cfg.directory.hidden),
+            names: NameRule::new(&cfg.directory.user_names, backend.refused_login_chars()),
+            custom: CustomAttrs::new(&cfg.directory.attributes),
+            member_of: cfg.directory.member_of,
+            backend,
         })
     }
 
@@ -236,6 +264,42 @@ impl Directory {
 
     pub fn write_policy(&self) -> &WritePolicy {
         &self.policy
+    }
+
+    /// The configured custom attributes.
+    pub fn custom_attributes(&self) -> &CustomAttrs {
+        &self.custom
+    }
+
+    /// How `memberOf` is reported.
+    pub fn member_of(&self) -> crate::config::MemberOf {
+        self.member_of
+    }
+
+    /// How user names become logins.
+    pub fn name_rule(&self) -> &NameRule {
+        &self.names
+    }
+
+    /// True for an account kept out of the directory.
+    pub fn hides(&self, u: &User) -> bool {
+        self.hidden.hides(u) || self.backend.own_login().is_some_and(|l| l.eq_ignore_ascii_case(&u.login))
+    }
+
+    /// True for a login that may never be published or created.
+    fn hides_login(&self, login: &str) -> bool {
+        self.hidden.hides_login(login) || self.backend.own_login().is_some_and(|l| l.eq_ignore_ascii_case(login))
+    }
+
+    /// The accounts of `users` the directory hides, each with why, for `check-config`.
+    pub fn hidden_report(&self, users: &[User]) -> Vec<(String, &'static str)> {
+        let own = self.backend.own_login();
+        users
+            .iter()
+            .filter_map(|u| {
+                self.hidden.clone().with_login(own.clone()).reason(u, own.as_deref()).map(|r| (u.login.clone(), r))
+            })
+            .collect()
     }
 
     /// Where costly searches wait for their turn and get their budgets.
@@ -287,6 +351,13 @@ impl Directory {
     /// Costs O(size of the change), never a rebuild.
     fn apply(&self, deltas: Vec<Delta>) {
         let _guard = self.install.lock().unwrap_or_else(|e| e.into_inner());
+        let deltas: Vec<Delta> = deltas
+            .into_iter()
+            .map(|d| match d {
+                Delta::PutUser(u) if self.hides(&u) => Delta::DeleteUser(u.id.clone()),
+                d => d,
+            })
+            .collect();
         if let Some(log) = self.write_log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             log.extend(deltas.iter().cloned());
         }

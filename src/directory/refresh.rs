@@ -99,7 +99,11 @@ impl Directory {
                 let mut t = Touched::default();
                 for u in changed {
                     t.users.insert(u.id.clone());
-                    next.put_user(Arc::new(u));
+                    if self.hides(&u) {
+                        next.remove_user(&u.id);
+                    } else {
+                        next.put_user(Arc::new(u));
+                    }
                 }
                 let listed: BTreeSet<String> = groups.iter().map(|g| g.id.clone()).collect();
                 let gone: Vec<usize> =
@@ -110,11 +114,9 @@ impl Directory {
                     next.remove_group(&id);
                     t.gone_groups = true;
                 }
-                for g in groups {
-                    let id = g.id.clone();
-                    let moved = next.put_group(Arc::new(g));
-                    if !moved.is_empty() {
-                        t.users.extend(moved.into_iter().map(|ui| next.user(ui).id.clone()));
+                for (id, change) in next.put_groups(groups.into_iter().map(Arc::new).collect()) {
+                    if !change.users.is_empty() || change.nesting {
+                        t.users.extend(change.users.into_iter().map(|ui| next.user(ui).id.clone()));
                         t.groups.insert(id);
                     }
                 }
@@ -124,7 +126,7 @@ impl Directory {
             (Fetched::Full(users, groups) | Fetched::Incremental(users, groups), _) => Snapshot::build(
                 &self.scope,
                 0,
-                users.into_iter().map(Arc::new).collect(),
+                users.into_iter().filter(|u| !self.hides(u)).map(Arc::new).collect(),
                 groups.into_iter().map(Arc::new).collect(),
             ),
         };
@@ -164,10 +166,12 @@ impl Directory {
         let group_ids = |s: &Snapshot, ui: usize| -> Vec<String> {
             s.groups_of(ui).into_iter().map(|g| s.group(g).id.clone()).collect()
         };
-        let member_ids = |s: &Snapshot, gi: usize| -> Vec<String> {
+        let member_ids = |s: &Snapshot, gi: usize| -> (Vec<String>, Vec<String>) {
             let mut v = s.member_ids(gi);
             v.sort_unstable();
-            v
+            let mut c = s.member_group_ids(gi);
+            c.sort_unstable();
+            (v, c)
         };
         let mut users = Vec::new();
         let candidates: Vec<usize> = match touched {

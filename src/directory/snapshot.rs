@@ -47,6 +47,18 @@ pub struct Snapshot {
     /// (group slot, user slot) and the same pairs the other way round.
     members: OrdSet<(u32, u32)>,
     memberships: OrdSet<(u32, u32)>,
+    /// (group slot, member group slot), and the same pairs the other way round.
+    subgroups: OrdSet<(u32, u32)>,
+    supergroups: OrdSet<(u32, u32)>,
+}
+
+/// What replacing a group changed.
+#[derive(Debug, Default)]
+pub struct GroupChange {
+    /// Users whose direct membership of the group changed.
+    pub users: Vec<usize>,
+    /// Its member groups changed.
+    pub nesting: bool,
 }
 
 /// Lower case with runs of white space folded to one space: how names compare.
@@ -110,6 +122,8 @@ impl Snapshot {
             by_uuid: OrdMap::new(),
             members: OrdSet::new(),
             memberships: OrdSet::new(),
+            subgroups: OrdSet::new(),
+            supergroups: OrdSet::new(),
         }
     }
 
@@ -123,9 +137,7 @@ impl Snapshot {
         for u in users {
             s.put_user(u);
         }
-        for g in groups {
-            s.put_group(g);
-        }
+        s.put_groups(groups);
         s
     }
 
@@ -250,11 +262,77 @@ impl Snapshot {
     pub fn member_ids(&self, group_idx: usize) -> Vec<String> {
         self.members_of(group_idx).into_iter().map(|u| self.user(u).id.clone()).collect()
     }
-    /// A group with its member list filled in, as backends describe groups.
+    /// A group with its member lists filled in, as backends describe groups.
     pub fn group_with_members(&self, group_idx: usize) -> Group {
         let mut g = (**self.group(group_idx)).clone();
         g.members = self.member_ids(group_idx);
+        g.member_groups = self.member_group_ids(group_idx);
         g
+    }
+
+    /// Slots of a group's direct member groups.
+    pub fn child_groups_of(&self, group_idx: usize) -> Vec<usize> {
+        let g = slot(group_idx);
+        self.subgroups.range((g, 0)..=(g, u32::MAX)).map(|&(_, c)| c as usize).collect()
+    }
+    /// Slots of the groups a group is a direct member of.
+    pub fn parent_groups_of(&self, group_idx: usize) -> Vec<usize> {
+        let g = slot(group_idx);
+        self.supergroups.range((g, 0)..=(g, u32::MAX)).map(|&(_, p)| p as usize).collect()
+    }
+    pub fn member_group_ids(&self, group_idx: usize) -> Vec<String> {
+        self.child_groups_of(group_idx).into_iter().map(|c| self.group(c).id.clone()).collect()
+    }
+    pub fn is_member_group(&self, group_idx: usize, child_idx: usize) -> bool {
+        self.subgroups.contains(&(slot(group_idx), slot(child_idx)))
+    }
+    /// True when any group nests another: the transitive walks below have nothing to do otherwise.
+    pub fn has_nesting(&self) -> bool {
+        !self.subgroups.is_empty()
+    }
+
+    /// Every group reached from `start` by following `next`, each once (nesting may have cycles),
+    /// in slot order; `start` itself only when a cycle leads back to it.
+    fn closure(&self, start: Vec<usize>, next: impl Fn(usize) -> Vec<usize>) -> Vec<usize> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = start;
+        while let Some(g) = todo.pop() {
+            if seen.insert(g) {
+                todo.extend(next(g));
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    /// Slots of every group a user belongs to, directly or through nested groups.
+    pub fn groups_of_transitive(&self, user_idx: usize) -> Vec<usize> {
+        let direct = self.groups_of(user_idx);
+        if !self.has_nesting() {
+            return direct;
+        }
+        self.closure(direct, |g| self.parent_groups_of(g))
+    }
+    /// Slots of every group a group is nested in, at any depth.
+    pub fn ancestors_of(&self, group_idx: usize) -> Vec<usize> {
+        if !self.has_nesting() {
+            return Vec::new();
+        }
+        self.closure(self.parent_groups_of(group_idx), |g| self.parent_groups_of(g))
+    }
+    /// Slots of every group nested in a group, at any depth.
+    pub fn descendants_of(&self, group_idx: usize) -> Vec<usize> {
+        if !self.has_nesting() {
+            return Vec::new();
+        }
+        self.closure(self.child_groups_of(group_idx), |g| self.child_groups_of(g))
+    }
+    /// Slots of the users in a group or any group nested in it.
+    pub fn members_transitive(&self, group_idx: usize) -> Vec<usize> {
+        let mut users: std::collections::BTreeSet<usize> = self.members_of(group_idx).into_iter().collect();
+        for g in self.descendants_of(group_idx) {
+            users.extend(self.members_of(g));
+        }
+        users.into_iter().collect()
     }
 
     // ---- Changes: each O(change · log n) --------------------------------------------------
@@ -355,23 +433,44 @@ impl Snapshot {
         }
     }
 
-    /// Adds or replaces a group with exactly the members it lists (those that are users); returns
-    /// the slots of the users whose membership of it changed.
-    pub fn put_group(&mut self, g: Arc<Group>) -> Vec<usize> {
+    /// Adds or replaces a group with exactly the members it lists (those that are users, and
+    /// member groups that exist).
+    pub fn put_group(&mut self, g: Arc<Group>) -> GroupChange {
         let wanted: std::collections::BTreeSet<usize> = g.members.iter().filter_map(|m| self.user_index(m)).collect();
+        let wanted_groups: std::collections::BTreeSet<usize> =
+            g.member_groups.iter().filter_map(|m| self.group_index(m)).collect();
         let i = self.put_group_fields(g);
-        let mut changed = Vec::new();
+        let mut change = GroupChange::default();
         for u in self.members_of(i) {
             if !wanted.contains(&u) && self.set_member(i, u, false) {
-                changed.push(u);
+                change.users.push(u);
             }
         }
         for u in wanted {
             if self.set_member(i, u, true) {
-                changed.push(u);
+                change.users.push(u);
             }
         }
-        changed
+        for c in self.child_groups_of(i) {
+            if !wanted_groups.contains(&c) {
+                change.nesting |= self.set_member_group(i, c, false);
+            }
+        }
+        for c in wanted_groups {
+            change.nesting |= self.set_member_group(i, c, true);
+        }
+        change
+    }
+
+    /// Puts several groups: every group's fields first, so member groups listed before they
+    /// appear are found. Returns each group's change, in the order given.
+    pub fn put_groups(&mut self, groups: Vec<Arc<Group>>) -> Vec<(String, GroupChange)> {
+        for g in &groups {
+            if self.group_index(&g.id).is_none() {
+                self.put_group_fields(g.clone());
+            }
+        }
+        groups.into_iter().map(|g| (g.id.clone(), self.put_group(g))).collect()
     }
 
     pub fn remove_group(&mut self, id: &str) -> bool {
@@ -381,10 +480,28 @@ impl Snapshot {
         for u in self.members_of(i) {
             self.set_member(i, u, false);
         }
+        for c in self.child_groups_of(i) {
+            self.set_member_group(i, c, false);
+        }
+        for p in self.parent_groups_of(i) {
+            self.set_member_group(p, i, false);
+        }
         self.by_uuid.remove(&self.group_uuid(i));
         self.groups.set(i, None);
         self.live_groups -= 1;
         true
+    }
+
+    /// Makes `child_idx` a member group of `group_idx`, or not; true when it changed anything.
+    pub fn set_member_group(&mut self, group_idx: usize, child_idx: usize, member: bool) -> bool {
+        let (g, c) = (slot(group_idx), slot(child_idx));
+        if member {
+            self.supergroups.insert((c, g));
+            self.subgroups.insert((g, c)).is_none()
+        } else {
+            self.supergroups.remove(&(c, g));
+            self.subgroups.remove(&(g, c)).is_some()
+        }
     }
 
     /// Adds or removes one membership; true when it changed anything.
@@ -480,8 +597,44 @@ mod tests {
             members: vec!["3".into()],
             ..Default::default()
         }));
-        assert_eq!(changed.len(), 3, "alice and bob left, carol joined");
+        assert_eq!(changed.users.len(), 3, "alice and bob left, carol joined");
         assert_eq!(s.member_ids(s.group_index("1").unwrap()), vec!["3"]);
         assert!(s.groups_of(s.user_index("2").unwrap()).is_empty());
+    }
+
+    /// Nesting: three levels and a cycle. Walks end, each group counted once.
+    #[test]
+    fn nested_groups_close_transitively_through_cycles() {
+        let g = |id: &str, members: &[&str], groups: &[&str]| {
+            Arc::new(Group {
+                id: id.into(),
+                name: format!("g{id}"),
+                members: members.iter().map(|m| m.to_string()).collect(),
+                member_groups: groups.iter().map(|m| m.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        // 1 ⊃ 2 ⊃ 3 ⊃ 1 (cycle); 4 ⊃ 3; users: alice(2) in 3, bob(10) in 1.
+        let users = vec![user("2", "alice", ""), user("10", "bob", "")];
+        let groups =
+            vec![g("1", &["10"], &["2"]), g("2", &[], &["3"]), g("3", &["2"], &["1", "99"]), g("4", &[], &["3"])];
+        let s = Snapshot::build("t", 1, users, groups);
+        let gi = |id: &str| s.group_index(id).unwrap();
+        let alice = s.user_index("2").unwrap();
+        let names = |v: Vec<usize>| v.into_iter().map(|i| s.group(i).id.clone()).collect::<Vec<_>>();
+        assert_eq!(names(s.groups_of(alice)), vec!["3"]);
+        assert_eq!(names(s.groups_of_transitive(alice)), vec!["1", "2", "3", "4"]);
+        assert_eq!(names(s.ancestors_of(gi("1"))), vec!["1", "2", "3", "4"], "a cycle leads back to itself");
+        assert_eq!(names(s.descendants_of(gi("4"))), vec!["1", "2", "3"]);
+        assert_eq!(s.members_transitive(gi("4")).len(), 2);
+        assert_eq!(s.member_group_ids(gi("3")), vec!["1"], "unknown member groups dropped");
+        // removing a group removes its edges both ways
+        let mut t = s.clone();
+        t.remove_group("3");
+        let alice_groups: Vec<_> = t.groups_of_transitive(alice);
+        assert!(alice_groups.is_empty());
+        assert!(t.child_groups_of(t.group_index("2").unwrap()).is_empty());
+        assert!(t.parent_groups_of(t.group_index("1").unwrap()).is_empty());
+        assert_eq!(s.groups_of_transitive(alice).len(), 4, "the old snapshot is untouched");
     }
 }

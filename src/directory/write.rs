@@ -21,6 +21,10 @@ use crate::model::{Group, GroupChanges, NewGroup, NewUser, User, UserChanges};
 const NS_EXTERNAL_ID_USER: &str = "user";
 const NS_EXTERNAL_ID_GROUP: &str = "group";
 const NS_DISPLAY_NAME: &str = "user.displayName";
+/// The user name a client gave when the backend keeps another login, and the same lower-cased
+/// (for lookups, as SCIM's `userName` compares case-insensitively).
+const NS_USER_NAME: &str = "user.userName";
+const NS_USER_NAME_KEY: &str = "user.userName.key";
 
 /// What the gateway keeps about a user beyond the backend's fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +32,8 @@ pub struct Attached {
     pub external_id: Option<String>,
     /// A display name a client set: `None` follows the full name, `Some("")` was removed.
     pub display_name: Option<String>,
+    /// The user name a client gave, where the backend keeps another login.
+    pub user_name: Option<String>,
 }
 
 /// A user to create.
@@ -36,6 +42,9 @@ pub struct UserSpec {
     pub new: NewUser,
     pub external_id: Option<String>,
     pub display_name: Option<String>,
+    /// A client's user name (SCIM `userName`): the login is derived from it by the configured
+    /// rule, and `new.login` is ignored.
+    pub user_name: Option<String>,
 }
 
 /// A change to one user, decided against its current state.
@@ -49,6 +58,8 @@ pub struct UserEdit {
     pub external_id: Option<Option<String>>,
     /// `Some(v)`: the display name a client wants (`None`: removed).
     pub display_name: Option<Option<String>>,
+    /// `Some(n)`: the user name a client wants; the login follows by the configured rule.
+    pub user_name: Option<String>,
 }
 
 impl std::fmt::Debug for UserEdit {
@@ -64,7 +75,10 @@ impl std::fmt::Debug for UserEdit {
 
 impl UserEdit {
     fn touches_profile(&self) -> bool {
-        !self.changes.is_empty() || self.external_id.is_some() || self.display_name.is_some()
+        !self.changes.is_empty()
+            || self.external_id.is_some()
+            || self.display_name.is_some()
+            || self.user_name.is_some()
     }
 }
 
@@ -82,6 +96,8 @@ pub struct GroupEdit {
     pub description: Option<Option<String>>,
     /// The complete member set wanted (backend user ids); `None` leaves the members alone.
     pub members: Option<BTreeSet<String>>,
+    /// The complete set of member groups wanted (backend group ids); `None` leaves them alone.
+    pub member_groups: Option<BTreeSet<String>>,
     /// Users the client explicitly asked to remove. One the cache does not list as a member (added
     /// in the ERP since the last refresh) is still removed in the backend, which is the judge.
     pub removals: BTreeSet<String>,
@@ -144,7 +160,121 @@ impl Directory {
         Attached {
             external_id: self.state.get(NS_EXTERNAL_ID_USER, &u.id, &fp),
             display_name: self.state.get(NS_DISPLAY_NAME, &u.id, &fp),
+            user_name: self.state.get(NS_USER_NAME, &u.id, &fp),
         }
+    }
+
+    /// The user name clients see: the one a client gave, or the login.
+    pub fn user_name(&self, u: &User) -> String {
+        self.state.get(NS_USER_NAME, &u.id, &fingerprint(u.created)).unwrap_or_else(|| u.login.clone())
+    }
+
+    /// Slots of the users whose user name is `name` (case-insensitive): those a client named so,
+    /// and the user with that login unless a client gave it another name.
+    pub fn users_named(&self, snap: &Snapshot, name: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .state
+            .ids_with(NS_USER_NAME_KEY, &name.to_lowercase())
+            .into_iter()
+            .filter_map(|(id, fp)| {
+                let i = snap.user_index(&id)?;
+                (fp.is_empty() || fp == fingerprint(snap.user(i).created)).then_some(i)
+            })
+            .collect();
+        if let Some(i) = snap.user_index_by_login(name)
+            && !out.contains(&i)
+            && self.state.get(NS_USER_NAME, &snap.user(i).id, &fingerprint(snap.user(i).created)).is_none()
+        {
+            out.push(i);
+        }
+        out
+    }
+
+    /// The login for a client's user name, refused with a conflict naming both when another user
+    /// already holds that login or that name.
+    fn login_for_user_name(&self, snap: &Snapshot, name: &str, except: Option<&str>) -> Result<String, DirectoryError> {
+        check_text("userName", name, false)?;
+        let login = self.names.login_for(name);
+        if login.trim().is_empty() {
+            return Err(DirectoryError::invalid_attr("userName", format!("userName {name:?} gives an empty login")));
+        }
+        let bad = self.names.refused_in(&login);
+        if !bad.is_empty() {
+            return Err(DirectoryError::invalid_attr(
+                "userName",
+                format!(
+                    "the {} backend refuses {:?} in logins; set [directory.user_names] rule to local-part or replace",
+                    self.backend.kind(),
+                    bad.iter().collect::<String>()
+                ),
+            ));
+        }
+        if let Some(&other) = self.users_named(snap, name).iter().find(|&&i| Some(snap.user(i).id.as_str()) != except) {
+            return Err(DirectoryError::Conflict(format!(
+                "userName {name} already exists (login {})",
+                snap.user(other).login
+            )));
+        }
+        if let Some(other) = snap.user_by_login(&login).filter(|u| Some(u.id.as_str()) != except) {
+            return Err(DirectoryError::Conflict(format!(
+                "userName {name} maps to login {login}, which userName {} already has",
+                self.user_name(other)
+            )));
+        }
+        Ok(login)
+    }
+
+    /// Records (or, when it equals the login, forgets) the user name a client gave.
+    fn keep_user_name(&self, u: &User, name: Option<&str>) -> Result<(), super::StateError> {
+        let fp = fingerprint(u.created);
+        let kept = name.filter(|n| *n != u.login);
+        self.state.set(NS_USER_NAME, &u.id, &fp, kept)?;
+        self.state.set(NS_USER_NAME_KEY, &u.id, &fp, kept.map(str::to_lowercase).as_deref())
+    }
+
+    /// Checks a manager and extra fields a client wants to set, and makes the values canonical.
+    fn check_profile_extras(
+        &self,
+        snap: &Snapshot,
+        user_id: Option<&str>,
+        manager: Option<&Option<String>>,
+        custom: &mut std::collections::BTreeMap<String, Option<Vec<String>>>,
+    ) -> Result<(), DirectoryError> {
+        let caps = self.capabilities();
+        if let Some(m) = manager {
+            self.capable(caps.manager, "managers")?;
+            if let Some(m) = m {
+                if Some(m.as_str()) == user_id {
+                    return Err(DirectoryError::invalid_attr("manager", "a user cannot be its own manager"));
+                }
+                if snap.user_index(m).is_none() {
+                    return Err(DirectoryError::invalid_attr(
+                        "manager",
+                        format!("manager {m:?} is not an existing user"),
+                    ));
+                }
+            }
+        }
+        if !custom.is_empty() {
+            self.capable(caps.custom_fields, "writing custom attributes")?;
+        }
+        for (field, values) in custom.iter_mut() {
+            let a = self.custom.all().iter().find(|a| a.field == *field).ok_or_else(|| {
+                DirectoryError::invalid_attr(
+                    "custom attribute",
+                    format!("{field} is not a configured custom attribute"),
+                )
+            })?;
+            if let Some(v) = values {
+                *v = self.custom.check(a, v)?;
+                if v.is_empty() {
+                    *values = None;
+                }
+            } else if !a.writable {
+                return Err(DirectoryError::Denied(format!("{} is read-only", a.name)));
+            }
+        }
+        Ok(())
     }
 
     pub fn group_external_id(&self, g: &Group) -> Option<String> {
@@ -170,8 +300,11 @@ impl Directory {
 
     /// Forgets everything the gateway kept about a user or a group.
     pub(super) fn forget_state(&self, id: &str, is_group: bool) {
-        let namespaces: &[&str] =
-            if is_group { &[NS_EXTERNAL_ID_GROUP] } else { &[NS_EXTERNAL_ID_USER, NS_DISPLAY_NAME] };
+        let namespaces: &[&str] = if is_group {
+            &[NS_EXTERNAL_ID_GROUP]
+        } else {
+            &[NS_EXTERNAL_ID_USER, NS_DISPLAY_NAME, NS_USER_NAME, NS_USER_NAME_KEY]
+        };
         for ns in namespaces {
             if let Err(e) = self.state.set(ns, id, "", None) {
                 tracing::warn!(error = %e, id, "could not forget gateway state of a deleted entity");
@@ -195,12 +328,27 @@ impl Directory {
 
     // ---- Users ----------------------------------------------------------------------------
 
-    pub async fn create_user(&self, caller: &Caller, spec: UserSpec) -> Result<Arc<User>, DirectoryError> {
-        let target = format!("user:{}", spec.new.login);
+    pub async fn create_user(&self, caller: &Caller, mut spec: UserSpec) -> Result<Arc<User>, DirectoryError> {
+        let target = format!("user:{}", spec.user_name.as_ref().unwrap_or(&spec.new.login));
         let r = async {
             let _grant = self.authorize(caller, Action::WriteUsers)?;
             self.capable(self.capabilities().user_create, "creating users")?;
+            let _name_lock = match &spec.user_name {
+                Some(name) => {
+                    let lock = self.locks.lock(format!("name:{}", name.to_lowercase())).await;
+                    spec.new.login = self.login_for_user_name(&*self.snapshot()?, name, None)?;
+                    Some(lock)
+                }
+                None => None,
+            };
             check_new_user(&spec.new)?;
+            if self.hides_login(&spec.new.login) {
+                return Err(DirectoryError::Conflict(format!("login {} is reserved", spec.new.login)));
+            }
+            let mut custom = spec.new.custom.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+            let manager = spec.new.manager.clone().map(Some);
+            self.check_profile_extras(&*self.snapshot()?, None, manager.as_ref(), &mut custom)?;
+            spec.new.custom = custom.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
             if let Some(display) = &spec.display_name {
                 check_text("displayName", display, false)?;
             }
@@ -220,7 +368,8 @@ impl Directory {
             let kept = self
                 .state
                 .set(NS_EXTERNAL_ID_USER, &u.id, &fp, spec.external_id.as_deref())
-                .and_then(|_| self.state.set(NS_DISPLAY_NAME, &u.id, &fp, display.as_deref()));
+                .and_then(|_| self.state.set(NS_DISPLAY_NAME, &u.id, &fp, display.as_deref()))
+                .and_then(|_| self.keep_user_name(&u, spec.user_name.as_deref()));
             self.apply(vec![Delta::PutUser(u.clone())]);
             kept.map_err(|e| state_err(e).after(&["the user was created".into()], "storing its externalId"))?;
             Ok(u)
@@ -276,7 +425,7 @@ impl Directory {
         caller: &Caller,
         snap: &Snapshot,
         idx: usize,
-        edit: UserEdit,
+        mut edit: UserEdit,
     ) -> Result<Arc<User>, DirectoryError> {
         let current = snap.user(idx).clone();
         let id = current.id.as_str();
@@ -291,8 +440,24 @@ impl Directory {
             None => None,
         };
         let caps = self.capabilities();
+        let _name_lock = match edit.user_name.clone() {
+            Some(name) => {
+                let lock = self.locks.lock(format!("name:{}", name.to_lowercase())).await;
+                let login = self.login_for_user_name(&*self.snapshot()?, &name, Some(id))?;
+                edit.changes.login = (login != current.login).then_some(login);
+                Some(lock)
+            }
+            None => None,
+        };
+        let UserChanges { manager, custom, .. } = &mut edit.changes;
+        self.check_profile_extras(snap, Some(id), manager.as_ref(), custom)?;
         let changes = &edit.changes;
         check_user_changes(changes)?;
+        if let Some(login) = &changes.login
+            && self.hides_login(login)
+        {
+            return Err(DirectoryError::Conflict(format!("login {login} is reserved")));
+        }
         if let Some(Some(display)) = &edit.display_name {
             check_text("displayName", display, false)?;
         }
@@ -350,6 +515,13 @@ impl Directory {
                 self.state
                     .set(NS_EXTERNAL_ID_USER, id, &fp, x.as_deref())
                     .map_err(|e| state_err(e).after(&done, "storing the externalId"))?;
+            }
+            if let Some(name) = &edit.user_name {
+                self.keep_user_name(&user, Some(name))
+                    .map_err(|e| state_err(e).after(&done, "storing the userName"))?;
+            } else if changes.login.is_some() {
+                // A rename through a front end without user names: the login is the name now.
+                self.keep_user_name(&user, None).map_err(|e| state_err(e).after(&done, "storing the userName"))?;
             }
             if let Some(wanted) = &edit.display_name {
                 let kept = match wanted {
@@ -464,6 +636,12 @@ impl Directory {
             if let Some(m) = spec.new.members.iter().find(|m| snap.user_index(m).is_none()) {
                 return Err(DirectoryError::invalid_attr("members", format!("member {m:?} is not an existing user")));
             }
+            if !spec.new.member_groups.is_empty() {
+                self.capable(self.capabilities().nested_groups, "groups as members of groups")?;
+            }
+            if let Some(m) = spec.new.member_groups.iter().find(|m| snap.group_index(m).is_none()) {
+                return Err(DirectoryError::invalid_attr("members", format!("member {m:?} is not an existing group")));
+            }
             let created = self.backend.create_group(&spec.new).await?;
             let g = stamped_group(&created, now());
             let kept =
@@ -518,6 +696,14 @@ impl Directory {
             .filter(|m| snap.user_index(m).is_some())
             .cloned()
             .collect();
+        let current_groups: BTreeSet<String> = snap.member_group_ids(gi).into_iter().collect();
+        let (add_groups, remove_groups): (Vec<String>, Vec<String>) = match &edit.member_groups {
+            Some(target) => (
+                target.difference(&current_groups).cloned().collect(),
+                current_groups.difference(target).cloned().collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let fields = GroupChanges {
             name: edit.name.clone().filter(|n| *n != group.name),
             description: edit.description.clone().filter(|d| *d != group.description),
@@ -532,6 +718,25 @@ impl Directory {
         let caps = self.capabilities();
         if let Some(m) = add.iter().find(|m| snap.user_index(m).is_none()) {
             return Err(DirectoryError::invalid_attr("members", format!("member {m:?} is not an existing user")));
+        }
+        if !add_groups.is_empty() || !remove_groups.is_empty() {
+            self.capable(caps.nested_groups, "groups as members of groups")?;
+        }
+        let above: BTreeSet<usize> = snap.ancestors_of(gi).into_iter().collect();
+        for m in &add_groups {
+            let ci = snap.group_index(m).ok_or_else(|| {
+                DirectoryError::invalid_attr("members", format!("member {m:?} is not an existing group"))
+            })?;
+            if ci == gi || above.contains(&ci) {
+                return Err(DirectoryError::invalid_attr(
+                    "members",
+                    format!(
+                        "group {} cannot be a member of {}: it contains it, which would make a cycle",
+                        snap.group(ci).name,
+                        group.name
+                    ),
+                ));
+            }
         }
         if fields.name.is_some() {
             self.capable(caps.group_update, "renaming groups")?;
@@ -579,6 +784,23 @@ impl Directory {
                 done.push(format!("{} {m}", if adding { "adding member" } else { "removing member" }));
             }
         }
+        for (children, adding) in [(&remove_groups, false), (&add_groups, true)] {
+            for c in children {
+                let r = if adding {
+                    self.backend.add_member_group(id, c).await
+                } else {
+                    self.backend.remove_member_group(id, c).await
+                };
+                let r = r.map_err(DirectoryError::from);
+                let op = if adding { "add_member_group" } else { "remove_member_group" };
+                audit(grant.caller(), op, &format!("{label} {}", self.group_label(c)), &r);
+                let step = if adding { "adding a member group" } else { "removing a member group" };
+                r.map_err(|e| e.after(&done, step))?;
+                let at = now();
+                self.apply(vec![Delta::MemberGroup { group: id.to_string(), child: c.clone(), add: adding, at }]);
+                done.push(format!("{} {c}", if adding { "adding member group" } else { "removing member group" }));
+            }
+        }
         if let Some(x) = &edit.external_id {
             self.state
                 .set(NS_EXTERNAL_ID_GROUP, id, &fingerprint(group.created), x.as_deref())
@@ -616,6 +838,36 @@ impl Directory {
             let mut m: BTreeSet<String> = s.member_ids(gi).into_iter().collect();
             m.insert(user_id.to_string());
             Ok::<_, DirectoryError>(GroupEdit { members: Some(m), ..Default::default() })
+        })
+        .await
+    }
+
+    /// Makes a group a member of another (no change when it is one already).
+    pub async fn add_member_group(
+        &self,
+        caller: &Caller,
+        group_id: &str,
+        child_id: &str,
+    ) -> Result<(), DirectoryError> {
+        self.edit_group(caller, group_id, |s, gi| {
+            let mut m: BTreeSet<String> = s.member_group_ids(gi).into_iter().collect();
+            m.insert(child_id.to_string());
+            Ok::<_, DirectoryError>(GroupEdit { member_groups: Some(m), ..Default::default() })
+        })
+        .await
+    }
+
+    /// Removes a member group (no change when it is not one).
+    pub async fn remove_member_group(
+        &self,
+        caller: &Caller,
+        group_id: &str,
+        child_id: &str,
+    ) -> Result<(), DirectoryError> {
+        self.edit_group(caller, group_id, |s, gi| {
+            let mut m: BTreeSet<String> = s.member_group_ids(gi).into_iter().collect();
+            m.remove(child_id);
+            Ok::<_, DirectoryError>(GroupEdit { member_groups: Some(m), ..Default::default() })
         })
         .await
     }

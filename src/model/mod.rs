@@ -1,6 +1,13 @@
 //! Backend-neutral identity model: what every backend produces and every front end projects.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+/// Values of the backend's extra fields, by the backend's field name; an absent or empty field has
+/// no entry. Backends hand them over as text (dates as Unix seconds); `[directory.attributes]`
+/// says how each is published.
+pub type Custom = BTreeMap<String, Vec<String>>;
 
 /// A person account as the ERP holds it. Ids are the backend's own, kept as strings because
 /// backends disagree on their JSON type.
@@ -22,6 +29,14 @@ pub struct User {
     /// Unix seconds; `None` when the backend does not say.
     pub created: Option<i64>,
     pub modified: Option<i64>,
+    /// The backend id of the user's manager (supervisor); it may name a user that is gone.
+    #[serde(default)]
+    pub manager: Option<String>,
+    #[serde(default)]
+    pub custom: Custom,
+    /// The backend reports this as one of its own system accounts (never a person).
+    #[serde(default)]
+    pub system: bool,
 }
 
 impl User {
@@ -33,13 +48,16 @@ impl User {
     }
 }
 
-/// A group with its direct members (backend user ids).
+/// A group with its direct members (backend user ids) and, where the backend nests groups, its
+/// direct member groups (backend group ids).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Group {
     pub id: String,
     pub name: String,
     pub description: Option<String>,
     pub members: Vec<String>,
+    #[serde(default)]
+    pub member_groups: Vec<String>,
     pub created: Option<i64>,
     pub modified: Option<i64>,
 }
@@ -59,6 +77,9 @@ pub struct NewUser {
     pub active: bool,
     pub admin: bool,
     pub password: Option<String>,
+    /// Backend id of the manager.
+    pub manager: Option<String>,
+    pub custom: Custom,
 }
 
 impl std::fmt::Debug for NewUser {
@@ -86,6 +107,10 @@ pub struct UserChanges {
     pub locale: Option<Option<String>>,
     pub active: Option<bool>,
     pub admin: Option<bool>,
+    /// `Some(None)` removes the manager.
+    pub manager: Option<Option<String>>,
+    /// Extra fields to set (`Some`, values) or clear (`None`); others stay.
+    pub custom: BTreeMap<String, Option<Vec<String>>>,
 }
 
 impl UserChanges {
@@ -129,8 +154,37 @@ impl UserChanges {
         if let Some(v) = self.admin {
             u.admin = v;
         }
+        if let Some(v) = &self.manager {
+            u.manager = v.clone();
+        }
+        for (k, v) in &self.custom {
+            match v {
+                Some(v) if !v.is_empty() => {
+                    u.custom.insert(k.clone(), v.clone());
+                }
+                _ => {
+                    u.custom.remove(k);
+                }
+            }
+        }
         u
     }
+}
+
+/// The extra-field changes that turn `old` into `new`.
+pub fn custom_diff(old: &Custom, new: &Custom) -> BTreeMap<String, Option<Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            out.insert(k.clone(), Some(v.clone()));
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            out.insert(k.clone(), None);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,6 +193,8 @@ pub struct NewGroup {
     pub description: Option<String>,
     /// Initial members (backend user ids).
     pub members: Vec<String>,
+    /// Initial member groups (backend group ids), where the backend nests groups.
+    pub member_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -200,6 +200,7 @@ impl UserFields {
             employee_number: if employee_number { opt(&self.employee_number, &old.employee_number) } else { None },
             active: self.active.filter(|a| Some(*a) != old.active),
             admin: None,
+            ..Default::default()
         }
     }
 }

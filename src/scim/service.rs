@@ -327,13 +327,14 @@ pub async fn create(s: &ScimState, c: &Caller, kind: Kind, body: &Value, base: &
                 active: f.active.unwrap_or(true),
                 admin: false,
                 password,
+                ..Default::default()
             };
-            let spec = UserSpec { new, external_id: f.external_id, display_name: f.display_name };
+            let spec = UserSpec { new, external_id: f.external_id, display_name: f.display_name, user_name: None };
             s.dir.create_user(c, spec).await?.id.clone()
         }
         Kind::Group => {
             let f = resource::group_fields(body)?;
-            let new = NewGroup { name: f.name, description: None, members: f.members };
+            let new = NewGroup { name: f.name, description: None, members: f.members, ..Default::default() };
             s.dir.create_group(c, GroupSpec { new, external_id: f.external_id }).await?.id.clone()
         }
     };
@@ -404,6 +405,7 @@ pub async fn modify(
                         old_password: None,
                         external_id: (new.external_id != old.external_id).then(|| new.external_id.clone()),
                         display_name: (new.display_name != old.display_name).then(|| new.display_name.clone()),
+                        user_name: None,
                     })
                 })
                 .await
@@ -419,6 +421,7 @@ pub async fn modify(
                         name: Some(new.name),
                         description: None,
                         members: Some(new.members.into_iter().collect()),
+                        member_groups: None,
                         external_id: (new.external_id != old_external).then_some(new.external_id),
                         removals: ops.as_deref().map(|o| patch::member_removals(o, s.limits())).unwrap_or_default(),
                     })

@@ -45,6 +45,9 @@ const V22_CAPABILITIES: Capabilities = Capabilities {
     external_id: false,
     employee_number: true,
     incremental_sync: true,
+    manager: false,
+    nested_groups: false,
+    custom_fields: false,
 };
 
 /// Facts learnt by `probe`.
@@ -271,6 +274,10 @@ fn major_version(v: &str) -> Option<u32> {
 
 #[async_trait]
 impl Backend for DolibarrBackend {
+    fn refused_login_chars(&self) -> &'static [char] {
+        LOGIN_BAD_CHARS
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }

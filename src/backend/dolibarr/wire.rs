@@ -106,6 +106,7 @@ impl WireUser {
             admin: self.admin == Some(1),
             created: self.datec.filter(|t| *t > 0),
             modified: self.datem.filter(|t| *t > 0),
+            ..Default::default()
         })
     }
 }
@@ -148,6 +149,7 @@ impl WireGroup {
             members,
             created: self.datec.filter(|t| *t > 0),
             modified: self.tms.filter(|t| *t > 0),
+            ..Default::default()
         })
     }
 }

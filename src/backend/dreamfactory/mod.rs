@@ -57,6 +57,9 @@ const CAPABILITIES: Capabilities = Capabilities {
     employee_number: false,
     // `last_modified_date` is a real column and filters accept it.
     incremental_sync: true,
+    manager: false,
+    nested_groups: false,
+    custom_fields: false,
 };
 
 /// The two user endpoints.
@@ -261,6 +264,7 @@ impl DreamFactoryBackend {
             members,
             created: role.created_date.as_deref().and_then(wire::parse_date),
             modified: role.last_modified_date.as_deref().and_then(wire::parse_date),
+            ..Default::default()
         })
     }
 

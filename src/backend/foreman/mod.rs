@@ -49,6 +49,9 @@ const CAPABILITIES: Capabilities = Capabilities {
     employee_number: false,
     // Users are not searchable by `updated_at`: every refresh is a full one.
     incremental_sync: false,
+    manager: false,
+    nested_groups: false,
+    custom_fields: false,
 };
 
 /// Facts learnt by `probe` (or on first need).

@@ -91,6 +91,7 @@ impl WireGroup {
             members,
             created: self.created_at.as_deref().and_then(parse_time),
             modified: self.updated_at.as_deref().and_then(parse_time),
+            ..Default::default()
         }
     }
 }

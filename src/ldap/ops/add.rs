@@ -88,6 +88,7 @@ impl Session {
                     active: u.active,
                     admin: false,
                     password: edit.password,
+                    ..Default::default()
                 };
                 self.ctx.dir.create_user(&self.caller(), UserSpec { new, ..Default::default() }).await?;
                 Ok(ok())
@@ -139,7 +140,7 @@ impl Session {
                         }
                     }
                 }
-                let new = NewGroup { name, description, members: members.into_iter().collect() };
+                let new = NewGroup { name, description, members: members.into_iter().collect(), ..Default::default() };
                 self.ctx.dir.create_group(&self.caller(), GroupSpec { new, ..Default::default() }).await?;
                 Ok(ok())
             }

@@ -27,6 +27,8 @@ fn diff(old: &User, new: &User) -> UserChanges {
         locale: o(&old.locale, &new.locale),
         active: (old.active != new.active).then_some(new.active),
         admin: None,
+        manager: (old.manager != new.manager).then(|| new.manager.clone()),
+        custom: crate::model::custom_diff(&old.custom, &new.custom),
     }
 }
 
