@@ -172,6 +172,6 @@ pub async fn start_with_backend(mut cfg: Config, backend: Arc<dyn Backend>) -> a
 }
 
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    let backend = backend::build(&cfg.backend).map_err(anyhow::Error::msg)?;
+    let backend = backend::build(&cfg).map_err(anyhow::Error::msg)?;
     start_with_backend(cfg, backend).await
 }

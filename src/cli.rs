@@ -90,7 +90,7 @@ async fn check_config(path: &Path) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let backend = match crate::backend::build(&cfg.backend) {
+    let backend = match crate::backend::build(&cfg) {
         Ok(b) => b,
         Err(e) => {
             println!("backend: INVALID\n  {e}");

@@ -637,7 +637,7 @@ fn gateway_config(sim: &ForemanSim, cache: &str) -> Config {
 async fn nothing_is_cached_as_changed_unless_foreman_confirmed_it() {
     let sim = ForemanSim::start().await;
     let cfg = gateway_config(&sim, "");
-    let backend = idgate::backend::build(&cfg.backend).unwrap();
+    let backend = idgate::backend::build(&cfg).unwrap();
     let d = Directory::new(&cfg, backend);
     d.refresh_full().await.unwrap();
     let a = Caller::system();
@@ -652,7 +652,7 @@ async fn nothing_is_cached_as_changed_unless_foreman_confirmed_it() {
     if let idgate::config::BackendConfig::Foreman(f) = &mut slow.backend {
         f.timeout = Duration::from_millis(200);
     }
-    let d2 = Directory::new(&slow, idgate::backend::build(&slow.backend).unwrap());
+    let d2 = Directory::new(&slow, idgate::backend::build(&slow).unwrap());
     d2.refresh_full().await.unwrap();
     sim.set_delay(Duration::from_millis(500));
     let r = d2.add_member(&a, "12", "10").await;

@@ -185,20 +185,24 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// Builds the configured backend.
-pub fn build(cfg: &crate::config::BackendConfig) -> Result<std::sync::Arc<dyn Backend>, String> {
+/// Builds the configured backend. Backends with extra fields learn the configured custom
+/// attributes, to read and write each field in its syntax.
+pub fn build(cfg: &crate::config::Config) -> Result<std::sync::Arc<dyn Backend>, String> {
     use crate::config::BackendConfig;
-    Ok(match cfg {
+    let attrs = &cfg.directory.attributes;
+    Ok(match &cfg.backend {
         BackendConfig::Memory(m) => std::sync::Arc::new(match &m.seed {
             Some(path) => memory::MemoryBackend::from_file(path)?,
             None => memory::MemoryBackend::empty(),
         }),
         BackendConfig::Dolibarr(d) => {
-            std::sync::Arc::new(dolibarr::DolibarrBackend::new(d).map_err(|e| e.to_string())?)
+            std::sync::Arc::new(dolibarr::DolibarrBackend::new(d).map_err(|e| e.to_string())?.with_attributes(attrs))
         }
-        BackendConfig::Foreman(f) => std::sync::Arc::new(foreman::ForemanBackend::new(f).map_err(|e| e.to_string())?),
-        BackendConfig::Dreamfactory(d) => {
-            std::sync::Arc::new(dreamfactory::DreamFactoryBackend::new(d).map_err(|e| e.to_string())?)
+        BackendConfig::Foreman(f) => {
+            std::sync::Arc::new(foreman::ForemanBackend::new(f).map_err(|e| e.to_string())?.with_attributes(attrs))
         }
+        BackendConfig::Dreamfactory(d) => std::sync::Arc::new(
+            dreamfactory::DreamFactoryBackend::new(d).map_err(|e| e.to_string())?.with_attributes(attrs),
+        ),
     })
 }

@@ -66,13 +66,23 @@ pub struct DolibarrBackend {
     instance: String,
     page_size: u32,
     detected: RwLock<Detected>,
+    /// The configured custom attributes (`[[directory.attributes]]`): which fields to publish, in
+    /// which syntax.
+    attributes: Vec<crate::config::CustomAttribute>,
 }
 
 impl DolibarrBackend {
+    /// The custom attributes this backend publishes.
+    pub fn with_attributes(mut self, attributes: &[crate::config::CustomAttribute]) -> Self {
+        self.attributes = attributes.to_vec();
+        self
+    }
+
     /// Builds the backend; no network call happens until the first request or `probe`.
     pub fn new(cfg: &DolibarrConfig) -> Result<DolibarrBackend, BackendError> {
         let client = Client::new(cfg)?;
         Ok(DolibarrBackend {
+            attributes: Vec::new(),
             client,
             instance: cfg.url.trim_end_matches('/').to_string(),
             page_size: cfg.page_size.max(1),

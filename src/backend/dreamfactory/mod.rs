@@ -113,15 +113,25 @@ pub struct DreamFactoryBackend {
     login: DreamFactoryLogin,
     page_size: u32,
     caps: RwLock<Capabilities>,
+    /// The configured custom attributes (`[[directory.attributes]]`): which fields to publish, in
+    /// which syntax.
+    attributes: Vec<crate::config::CustomAttribute>,
 }
 
 impl DreamFactoryBackend {
+    /// The custom attributes this backend publishes.
+    pub fn with_attributes(mut self, attributes: &[crate::config::CustomAttribute]) -> Self {
+        self.attributes = attributes.to_vec();
+        self
+    }
+
     /// Builds the backend; no network call happens until the first request or `probe`.
     pub fn new(cfg: &DreamFactoryConfig) -> Result<DreamFactoryBackend, BackendError> {
         if cfg.admin_email.trim().is_empty() {
             return Err(BackendError::Invalid("admin_email must not be empty".into()));
         }
         Ok(DreamFactoryBackend {
+            attributes: Vec::new(),
             client: Client::new(cfg)?,
             instance: cfg.url.trim_end_matches('/').to_string(),
             app_id: cfg.app_id,

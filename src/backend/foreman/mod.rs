@@ -117,6 +117,9 @@ pub struct ForemanBackend {
     budget: FailureBudget,
     /// One lock per group: membership is a read-modify-write of the whole list (quirk 1).
     group_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// The configured custom attributes (`[[directory.attributes]]`): which fields to publish, in
+    /// which syntax.
+    attributes: Vec<crate::config::CustomAttribute>,
 }
 
 /// Logins Foreman accepts: alphanumerics and `_ - @ . \ $ # +` (contract §5.1).
@@ -191,10 +194,17 @@ fn after_create(what: &str, e: BackendError) -> BackendError {
 }
 
 impl ForemanBackend {
+    /// The custom attributes this backend publishes.
+    pub fn with_attributes(mut self, attributes: &[crate::config::CustomAttribute]) -> Self {
+        self.attributes = attributes.to_vec();
+        self
+    }
+
     /// Builds the backend; no network call happens until the first request or `probe`.
     pub fn new(cfg: &ForemanConfig) -> Result<ForemanBackend, BackendError> {
         let client = Client::new(cfg)?;
         Ok(ForemanBackend {
+            attributes: Vec::new(),
             client,
             instance: cfg.url.trim_end_matches('/').to_string(),
             page_size: cfg.page_size.clamp(1, 1000),
