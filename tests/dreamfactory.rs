@@ -292,6 +292,7 @@ async fn dreamfactory_roles_are_groups() {
             name: "ops".into(),
             description: Some("Operations".into()),
             members: vec!["u5".into()],
+            ..Default::default()
         })
         .await
         .expect("create");
