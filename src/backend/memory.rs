@@ -108,6 +108,8 @@ struct State {
 
 pub struct MemoryBackend {
     state: RwLock<State>,
+    /// Characters refused in logins, to stand in for an ERP that has such rules.
+    refused: &'static [char],
 }
 
 /// Creation time of seeded entries that name none: 2025-01-01T00:00:00Z.
@@ -182,7 +184,20 @@ fn parse_id(id: &str) -> Option<u64> {
 
 impl MemoryBackend {
     pub fn empty() -> MemoryBackend {
-        MemoryBackend { state: RwLock::new(State { next_user: 1, next_group: 1, ..Default::default() }) }
+        MemoryBackend { state: RwLock::new(State { next_user: 1, next_group: 1, ..Default::default() }), refused: &[] }
+    }
+
+    /// Refuses these characters in logins, as some ERPs do (Dolibarr: `@`).
+    pub fn refusing_login_chars(mut self, refused: &'static [char]) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    fn check_login(&self, login: &str) -> BackendResult<()> {
+        match login.chars().find(|c| self.refused.contains(c)) {
+            Some(c) => Err(BackendError::Invalid(format!("login {login:?} contains {c:?}, which is refused"))),
+            None => Ok(()),
+        }
     }
 
     pub fn from_file(path: &Path) -> Result<MemoryBackend, String> {
@@ -330,6 +345,9 @@ impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }
+    fn refused_login_chars(&self) -> &'static [char] {
+        self.refused
+    }
 
     async fn probe(&self) -> BackendResult<ProbeReport> {
         let st = self.read()?;
@@ -370,6 +388,7 @@ impl Backend for MemoryBackend {
         if nu.login.trim().is_empty() {
             return Err(BackendError::Invalid("login is required".into()));
         }
+        self.check_login(&nu.login)?;
         let hash = match &nu.password {
             Some(p) => Some(hash_password(p)?),
             None => None,
@@ -410,6 +429,9 @@ impl Backend for MemoryBackend {
 
     async fn update_user(&self, id: &str, changes: &UserChanges) -> BackendResult<User> {
         let nid = parse_id(id).ok_or_else(|| BackendError::NotFound(format!("user {id}")))?;
+        if let Some(login) = &changes.login {
+            self.check_login(login)?;
+        }
         let mut st = self.write()?;
         if let Some(login) = &changes.login
             && login_taken(&st, login, Some(nid))

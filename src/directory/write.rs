@@ -1193,7 +1193,7 @@ mod tests {
             "t".into()
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities { group_create: false, member_remove: false, ..Capabilities::ALL }
+            Capabilities { group_create: false, member_remove: false, nested_groups: false, ..Capabilities::ALL }
         }
         async fn probe(&self) -> BackendResult<ProbeReport> {
             self.0.probe().await
@@ -1267,5 +1267,164 @@ mod tests {
         let e = d.create_user(&a, new_user("z")).await.unwrap_err();
         assert!(matches!(e, DirectoryError::Unavailable { .. }));
         assert_eq!(d.snapshot().unwrap().generation, gen0, "no failed write reached the cache");
+    }
+
+    const SEED2: &str = r#"{"users":[
+        {"login":"alice","password":"pw-alice-1","email":"a@x"},
+        {"login":"bob","password":"pw-bob-1","email":"b@x"},
+        {"login":"svc","password":"pw-svc-1","email":"s@x"},
+        {"login":"root","password":"pw-root-1","system":true}],
+      "groups":[{"name":"devs","members":["alice"]},{"name":"eng","member_groups":["devs"]},{"name":"all"}]}"#;
+
+    async fn dir2(refused: &'static [char], tweak: impl FnOnce(&mut Config)) -> Arc<Directory> {
+        let mut cfg = Config::parse(
+            "[backend]\nkind=\"memory\"\n[directory.hidden]\nlogins=[\"svc\"]\n\
+             [[directory.attributes]]\nname=\"badge\"\nfield=\"badgeNo\"\nsyntax=\"integer\"\n",
+        )
+        .unwrap();
+        tweak(&mut cfg);
+        let seed: Seed = serde_json::from_str(SEED2).unwrap();
+        let b = Arc::new(MemoryBackend::from_seed(seed).unwrap().refusing_login_chars(refused));
+        let d = Directory::new(&cfg, b);
+        d.refresh_full().await.unwrap();
+        d
+    }
+
+    fn named(name: &str) -> UserSpec {
+        UserSpec {
+            user_name: Some(name.into()),
+            new: NewUser { active: true, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    /// Entra's and Okta's UPNs against a backend that refuses `@`: the login is the local part,
+    /// the name is kept and found, two names for one login conflict, renames follow.
+    #[tokio::test]
+    async fn user_names_become_logins_the_backend_takes() {
+        let d = dir2(&['@', ','], |_| {}).await;
+        let a = Caller::system();
+        let u = d.create_user(&a, named("Jane.Doe@example.com")).await.unwrap();
+        assert_eq!(u.login, "Jane.Doe");
+        assert_eq!(d.user_name(&u), "Jane.Doe@example.com");
+        let s = d.snapshot().unwrap();
+        assert_eq!(d.users_named(&s, "jane.doe@EXAMPLE.com"), vec![s.user_index(&u.id).unwrap()]);
+        assert!(d.users_named(&s, "Jane.Doe").is_empty(), "her user name is the UPN, not the login");
+        assert_eq!(d.users_named(&s, "alice").len(), 1, "plain logins are their own user names");
+        match d.create_user(&a, named("jane.doe@other.com")).await.unwrap_err() {
+            DirectoryError::Conflict(m) => {
+                assert!(m.contains("jane.doe@other.com") && m.contains("Jane.Doe@example.com"), "{m}")
+            }
+            e => panic!("{e}"),
+        }
+        assert!(matches!(d.create_user(&a, named("JANE.DOE@example.com")).await, Err(DirectoryError::Conflict(_))));
+        // A bind by the user name finds her.
+        d.set_password(&a, &u.id, "pw-jane-12", None).await.unwrap();
+        let ok = d.authenticate(super::super::BindName::User("jane.doe@example.com"), "pw-jane-12", IP).await.unwrap();
+        assert!(matches!(ok, AuthOutcome::User(ref x) if x.id == u.id), "{ok:?}");
+        // Rename by user name.
+        let edit = UserEdit { user_name: Some("j.doe@example.com".into()), ..Default::default() };
+        let r = d.edit_user(&a, &u.id, |_, _| Ok::<_, DirectoryError>(edit)).await.unwrap();
+        assert_eq!((r.login.as_str(), d.user_name(&r).as_str()), ("j.doe", "j.doe@example.com"));
+        let s = d.snapshot().unwrap();
+        assert!(d.users_named(&s, "Jane.Doe@example.com").is_empty());
+        assert_eq!(d.users_named(&s, "J.DOE@example.com").len(), 1);
+        // What is left refused in the local part is replaced.
+        assert_eq!(d.create_user(&a, named("o,neil@example.com")).await.unwrap().login, "o_neil");
+        // With the rule as-is, the backend's refusal is explained by name before any call.
+        let strict = dir2(&['@'], |c| c.directory.user_names.rule = crate::config::UserNameRule::AsIs).await;
+        let e = strict.create_user(&a, named("x@example.com")).await.unwrap_err();
+        assert!(e.to_string().contains("refuses \"@\""), "{e}");
+        // The login freed by the rename can be taken by another name.
+        d.create_user(&a, named("jane.doe@other.com")).await.unwrap();
+        // Deleting forgets the name.
+        d.delete_user(&a, &r.id, DeleteMode::Delete, |_, _| Ok::<_, DirectoryError>(())).await.unwrap();
+        assert!(d.users_named(&d.snapshot().unwrap(), "j.doe@example.com").is_empty());
+    }
+
+    #[tokio::test]
+    async fn hidden_accounts_are_nowhere_and_cannot_bind_or_be_taken() {
+        let d = dir2(&[], |_| {}).await;
+        let s = d.snapshot().unwrap();
+        assert!(s.user_by_login("svc").is_none() && s.user_by_login("root").is_none());
+        assert_eq!(s.user_count(), 2);
+        for (login, pw) in [("svc", "pw-svc-1"), ("root", "pw-root-1")] {
+            let r = d.authenticate(super::super::BindName::User(login), pw, IP).await.unwrap();
+            assert!(matches!(r, AuthOutcome::Invalid), "{login}: {r:?}");
+        }
+        let e = d.create_user(&Caller::system(), new_user("SVC")).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Conflict(_)), "{e}");
+        let alice = s.user_by_login("alice").unwrap().id.clone();
+        let rename = UserChanges { login: Some("svc".into()), ..Default::default() };
+        assert!(matches!(d.update_user(&Caller::system(), &alice, rename).await, Err(DirectoryError::Conflict(_))));
+        // Published again when the config says so.
+        let open = dir2(&[], |c| c.directory.hidden.system = false).await;
+        assert!(open.snapshot().unwrap().user_by_login("root").is_some());
+    }
+
+    #[tokio::test]
+    async fn managers_and_custom_fields_are_checked_then_written() {
+        let d = dir2(&[], |_| {}).await;
+        let a = Caller::system();
+        let s = d.snapshot().unwrap();
+        let (alice, bob) = (s.user_by_login("alice").unwrap().id.clone(), s.user_by_login("bob").unwrap().id.clone());
+        let set = |m: Option<&str>| UserChanges { manager: Some(m.map(String::from)), ..Default::default() };
+        let u = d.update_user(&a, &bob, set(Some(&alice))).await.unwrap();
+        assert_eq!(u.manager.as_deref(), Some(alice.as_str()));
+        assert!(matches!(d.update_user(&a, &bob, set(Some(&bob))).await, Err(DirectoryError::Invalid { .. })));
+        assert!(matches!(d.update_user(&a, &bob, set(Some("999"))).await, Err(DirectoryError::Invalid { .. })));
+        assert_eq!(d.update_user(&a, &bob, set(None)).await.unwrap().manager, None);
+        let badge = |v: Option<&[&str]>| UserChanges {
+            custom: [("badgeNo".to_string(), v.map(|v| v.iter().map(|s| s.to_string()).collect()))].into(),
+            ..Default::default()
+        };
+        let u = d.update_user(&a, &bob, badge(Some(&["+0042"]))).await.unwrap();
+        assert_eq!(u.custom.get("badgeNo"), Some(&vec!["42".to_string()]), "made canonical");
+        let generation = d.snapshot().unwrap().generation;
+        assert!(matches!(d.update_user(&a, &bob, badge(Some(&["4x"]))).await, Err(DirectoryError::Invalid { .. })));
+        let unknown = UserChanges { custom: [("other".to_string(), None)].into(), ..Default::default() };
+        assert!(matches!(d.update_user(&a, &bob, unknown).await, Err(DirectoryError::Invalid { .. })));
+        assert_eq!(d.snapshot().unwrap().generation, generation, "refused before the backend");
+        assert!(d.update_user(&a, &bob, badge(None)).await.unwrap().custom.is_empty());
+        // At creation too.
+        let mut spec = new_user("carol");
+        spec.new.manager = Some(alice.clone());
+        spec.new.custom = [("badgeNo".to_string(), vec!["7".to_string()])].into();
+        let c = d.create_user(&a, spec).await.unwrap();
+        assert_eq!((c.manager.as_deref(), c.custom["badgeNo"][0].as_str()), (Some(alice.as_str()), "7"));
+    }
+
+    #[tokio::test]
+    async fn nested_groups_are_written_and_cycles_refused() {
+        let d = dir2(&[], |_| {}).await;
+        let a = Caller::system();
+        let s = d.snapshot().unwrap();
+        let id = |n: &str| s.group_by_name(n).unwrap().id.clone();
+        let (devs, eng, all) = (id("devs"), id("eng"), id("all"));
+        let alice = s.user_index(&s.user_by_login("alice").unwrap().id).unwrap();
+        let names = |d: &Directory, v: Vec<usize>| {
+            let s = d.snapshot().unwrap();
+            v.into_iter().map(|g| s.group(g).name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&d, s.groups_of_transitive(alice)), vec!["devs", "eng"]);
+        d.add_member_group(&a, &all, &eng).await.unwrap();
+        assert_eq!(names(&d, d.snapshot().unwrap().groups_of_transitive(alice)), vec!["devs", "eng", "all"]);
+        // devs ⊂ eng ⊂ all: all into devs, or a group into itself, would be a cycle.
+        let generation = d.snapshot().unwrap().generation;
+        for (g, c) in [(&devs, &all), (&devs, &devs)] {
+            let e = d.add_member_group(&a, g, c).await.unwrap_err();
+            assert!(e.to_string().contains("cycle"), "{e}");
+        }
+        let e = d.add_member_group(&a, &devs, "999").await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Invalid { .. }), "{e}");
+        assert_eq!(d.snapshot().unwrap().generation, generation);
+        d.remove_member_group(&a, &all, &eng).await.unwrap();
+        assert_eq!(names(&d, d.snapshot().unwrap().groups_of_transitive(alice)), vec!["devs", "eng"]);
+        // A backend without nesting is named in the refusal.
+        let flat = dir_with(Arc::new(Limited(memory()))).await;
+        let s = flat.snapshot().unwrap();
+        let devs = s.group_by_name("devs").unwrap().id.clone();
+        let e = flat.add_member_group(&a, &devs, &devs).await.unwrap_err();
+        assert!(matches!(e, DirectoryError::Unsupported { .. }) && e.to_string().contains("limited"), "{e}");
     }
 }
