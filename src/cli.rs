@@ -118,11 +118,33 @@ async fn check_config(path: &Path) -> anyhow::Result<()> {
                     println!("  not supported: {}", no.join(", "));
                 }
             }
+            report_hidden(&cfg, &backend).await;
             Ok(())
         }
         Err(e) => {
             println!("backend: FAILED\n  {e}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// Lists the accounts the directory keeps out of LDAP and SCIM, and why.
+async fn report_hidden(cfg: &crate::config::Config, backend: &std::sync::Arc<dyn crate::backend::Backend>) {
+    let users = match backend.list_users().await {
+        Ok(u) => u,
+        Err(e) => {
+            println!("hidden accounts: cannot list users ({e})");
+            return;
+        }
+    };
+    let dir = crate::directory::Directory::new(cfg, backend.clone());
+    let hidden = dir.hidden_report(&users);
+    if hidden.is_empty() {
+        println!("hidden accounts: none");
+    } else {
+        println!("hidden accounts: {}", hidden.len());
+        for (login, why) in hidden {
+            println!("  {login}: {why}");
         }
     }
 }

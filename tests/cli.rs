@@ -13,8 +13,9 @@ fn check_config_reports_the_demo_backend() {
     let (code, out) = idgate(&["check-config", "config/demo.toml"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("backend: memory reachable"), "{out}");
-    assert!(out.contains("21 users"), "{out}");
+    assert!(out.contains("22 users"), "{out}");
     assert!(out.contains("reader (read)"), "{out}");
+    assert!(out.contains("hidden accounts: 1\n  svc-erp: listed in directory.hidden.logins"), "{out}");
 }
 
 #[test]
