@@ -50,7 +50,8 @@ const CAPABILITIES: Capabilities = Capabilities {
     // Users are not searchable by `updated_at`: every refresh is a full one.
     incremental_sync: false,
     manager: false,
-    nested_groups: false,
+    // `usergroup_ids` nests groups; Foreman refuses cycles itself (contract §6.2).
+    nested_groups: true,
     custom_fields: false,
 };
 
@@ -120,6 +121,40 @@ pub struct ForemanBackend {
     /// The configured custom attributes (`[[directory.attributes]]`): which fields to publish, in
     /// which syntax.
     attributes: Vec<crate::config::CustomAttribute>,
+}
+
+/// What a usergroup's list holds: users (`user_ids`) or child groups (`usergroup_ids`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberKind {
+    User,
+    Group,
+}
+
+impl MemberKind {
+    fn key(self) -> &'static str {
+        match self {
+            MemberKind::User => "user_ids",
+            MemberKind::Group => "usergroup_ids",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            MemberKind::User => "user",
+            MemberKind::Group => "group",
+        }
+    }
+    fn plural(self) -> &'static str {
+        match self {
+            MemberKind::User => "members",
+            MemberKind::Group => "member groups",
+        }
+    }
+    fn ids(self, g: &WireGroup) -> Vec<u64> {
+        match self {
+            MemberKind::User => g.member_ids(),
+            MemberKind::Group => g.child_ids(),
+        }
+    }
 }
 
 /// Logins Foreman accepts: alphanumerics and `_ - @ . \ $ # +` (contract §5.1).
@@ -326,35 +361,58 @@ impl ForemanBackend {
         locks.entry(id).or_default().clone()
     }
 
-    /// Adds or removes one member: under the group's lock, re-read the current list, change it,
-    /// PUT the whole list back, and check that Foreman stored exactly that list.
-    async fn change_member(&self, group_id: &str, user_id: &str, add: bool) -> BackendResult<()> {
-        let (Some(g), Some(u)) = (numeric_id(group_id), numeric_id(user_id)) else {
-            return Err(BackendError::NotFound(format!("user {user_id:?} or group {group_id:?}")));
+    /// Adds or removes one member (a user, or a child group): under the group's lock, re-read the
+    /// current list, change it, PUT the whole list back (quirk 1), and check that Foreman stored
+    /// exactly that list.
+    async fn change_member(&self, group_id: &str, member_id: &str, kind: MemberKind, add: bool) -> BackendResult<()> {
+        let Some(g) = numeric_id(group_id) else {
+            return Err(BackendError::NotFound(format!("no Foreman group with id {group_id:?}")));
         };
+        let Some(m) = numeric_id(member_id) else {
+            return Err(BackendError::NotFound(format!("no Foreman {} with id {member_id:?}", kind.noun())));
+        };
+        if kind == MemberKind::Group && m == g && add {
+            return Err(BackendError::Invalid(format!("group {g} cannot contain itself")));
+        }
         let lock = self.group_lock(g);
         let _held = lock.lock().await;
         let current = self.fetch_group(g).await?.ok_or_else(|| BackendError::NotFound(format!("group {g}")))?;
-        let mut ids: BTreeSet<u64> = current.member_ids().into_iter().collect();
-        if ids.contains(&u) == add {
+        let mut ids: BTreeSet<u64> = kind.ids(&current).into_iter().collect();
+        if ids.contains(&m) == add {
             return Ok(());
         }
         if add {
             // An unknown id would give a 404 that names the group (quirk 9): check first.
-            if self.fetch_user(u).await?.is_none() {
-                return Err(BackendError::NotFound(format!("user {u}")));
+            let exists = match kind {
+                MemberKind::User => self.fetch_user(m).await?.is_some(),
+                MemberKind::Group => self.fetch_group(m).await?.is_some(),
+            };
+            if !exists {
+                return Err(BackendError::NotFound(format!("{} {m}", kind.noun())));
             }
-            ids.insert(u);
+            ids.insert(m);
         } else {
-            ids.remove(&u);
+            ids.remove(&m);
         }
         let wanted: Vec<u64> = ids.iter().copied().collect();
-        let body = json!({"usergroup": {"user_ids": wanted}});
-        let reply = self.write(Method::PUT, &["usergroups", &g.to_string()], Some(&body)).await?;
-        let stored: BTreeSet<u64> = group_from(reply.json()?)?.member_ids().into_iter().collect();
+        let body = json!({"usergroup": {kind.key(): wanted}});
+        let reply = match self.write(Method::PUT, &["usergroups", &g.to_string()], Some(&body)).await {
+            Ok(r) => r,
+            // Foreman checks the whole nesting graph on every new nesting: an existing cycle
+            // anywhere refuses them all (its `EnsureNoCycle`).
+            Err(BackendError::Invalid(msg)) if kind == MemberKind::Group && msg.contains("cycle") => {
+                return Err(BackendError::Invalid(format!(
+                    "Foreman refused nesting group {m} in group {g}: {msg} (Foreman refuses any new nesting while \
+                     its groups contain a cycle anywhere)"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let stored: BTreeSet<u64> = kind.ids(&group_from(reply.json()?)?).into_iter().collect();
         if stored != ids {
             return Err(BackendError::Conflict(format!(
-                "the members of group {g} changed while they were being written; Foreman now lists {stored:?}"
+                "the {} of group {g} changed while they were being written; Foreman now lists {stored:?}",
+                kind.plural()
             )));
         }
         Ok(())
@@ -685,6 +743,10 @@ impl Backend for ForemanBackend {
         for m in &group.members {
             ids.insert(numeric_id(m).ok_or_else(|| BackendError::NotFound(format!("user {m:?}")))?);
         }
+        let mut children = BTreeSet::new();
+        for c in &group.member_groups {
+            children.insert(numeric_id(c).ok_or_else(|| BackendError::NotFound(format!("group {c:?}")))?);
+        }
         if self.login_exists(&group.name, None).await? {
             return Err(BackendError::Conflict(format!(
                 "a Foreman user has the login {:?}; users and groups share one namespace",
@@ -696,8 +758,16 @@ impl Backend for ForemanBackend {
                 return Err(BackendError::NotFound(format!("user {id}")));
             }
         }
+        for id in &children {
+            if self.fetch_group(*id).await?.is_none() {
+                return Err(BackendError::NotFound(format!("group {id}")));
+            }
+        }
         let wanted: Vec<u64> = ids.iter().copied().collect();
-        let body = json!({"usergroup": {"name": group.name, "user_ids": wanted}});
+        let mut body = json!({"usergroup": {"name": group.name, "user_ids": wanted}});
+        if !children.is_empty() {
+            body["usergroup"]["usergroup_ids"] = json!(children.iter().copied().collect::<Vec<u64>>());
+        }
         let reply = self.write(Method::POST, &["usergroups"], Some(&body)).await?;
         Ok(group_from(reply.json()?)?.into_group())
     }
@@ -738,11 +808,24 @@ impl Backend for ForemanBackend {
     }
 
     async fn add_member(&self, group_id: &str, user_id: &str) -> BackendResult<()> {
-        self.change_member(group_id, user_id, true).await
+        self.change_member(group_id, user_id, MemberKind::User, true).await
     }
 
     async fn remove_member(&self, group_id: &str, user_id: &str) -> BackendResult<()> {
-        self.change_member(group_id, user_id, false).await
+        self.change_member(group_id, user_id, MemberKind::User, false).await
+    }
+
+    async fn add_member_group(&self, group_id: &str, child_id: &str) -> BackendResult<()> {
+        self.change_member(group_id, child_id, MemberKind::Group, true).await
+    }
+
+    async fn remove_member_group(&self, group_id: &str, child_id: &str) -> BackendResult<()> {
+        self.change_member(group_id, child_id, MemberKind::Group, false).await
+    }
+
+    /// The configured login: Foreman matches logins case-insensitively, as does the directory.
+    fn own_login(&self) -> Option<String> {
+        Some(self.client.username().to_string())
     }
 }
 
