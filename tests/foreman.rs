@@ -957,3 +957,123 @@ async fn nested_foreman_groups_in_the_directory() {
     assert_eq!(sim.total_requests(), 0, "Foreman saw no request");
     assert_eq!(sim.group_children(n.backend), Some(vec![]));
 }
+
+// ---------- extra columns as custom attributes ----------
+
+fn column(field: &str, syntax: idgate::config::AttributeSyntax) -> idgate::config::CustomAttribute {
+    idgate::config::CustomAttribute {
+        name: field.replace('_', ""),
+        field: field.into(),
+        scim_name: None,
+        syntax,
+        multi: false,
+        separator: ",".into(),
+        writable: true,
+        indexed: true,
+    }
+}
+
+fn with_columns(sim: &ForemanSim) -> ForemanBackend {
+    use idgate::config::AttributeSyntax::{Boolean, Date, String as Text};
+    backend(sim).with_attributes(&[
+        column("description", Text),
+        column("timezone", Text),
+        column("last_login_on", Date),
+        column("mail_enabled", Boolean),
+        column("effective_admin", Boolean),
+        column("no_such_column", Text),
+    ])
+}
+
+fn custom_of(u: &User) -> Vec<(&str, &str)> {
+    u.custom.iter().flat_map(|(k, v)| v.iter().map(move |x| (k.as_str(), x.as_str()))).collect()
+}
+
+#[tokio::test]
+async fn foreman_user_columns_are_custom_attributes() {
+    let sim = ForemanSim::start().await;
+    sim.modify_group(12, |g| g.admin = true);
+    let b = with_columns(&sim);
+    assert!(b.capabilities().custom_fields);
+    let users = b.list_users().await.unwrap();
+    let jdoe = users.iter().find(|u| u.login == "jdoe").unwrap();
+    assert_eq!(
+        custom_of(jdoe),
+        [
+            ("description", "Provisioned by the identity gateway"),
+            ("effective_admin", "true"),
+            ("last_login_on", "1740902400"),
+            ("mail_enabled", "true"),
+        ],
+        "read from the index shape; null columns and unknown ones absent"
+    );
+    assert_eq!(b.get_user("5").await.unwrap().unwrap().custom, jdoe.custom, "show shape reads the same");
+    let ckent = users.iter().find(|u| u.login == "ckent").unwrap();
+    assert_eq!(
+        custom_of(ckent),
+        [("effective_admin", "false"), ("last_login_on", "1740674469"), ("mail_enabled", "true")]
+    );
+
+    let set = |field: &str, v: Option<&str>| UserChanges {
+        custom: [(field.to_string(), v.map(|v| vec![v.to_string()]))].into(),
+        ..Default::default()
+    };
+    let u = b.update_user("10", &set("timezone", Some("Europe/Paris"))).await.unwrap();
+    assert_eq!(u.custom.get("timezone"), Some(&vec!["Europe/Paris".to_string()]));
+    assert_eq!(sim.user(10).unwrap().timezone.as_deref(), Some("Europe/Paris"));
+    assert_eq!(sim.last_body("PUT /users/{id}").unwrap()["user"]["timezone"], json!("Europe/Paris"));
+    b.update_user("5", &set("description", None)).await.unwrap();
+    assert_eq!(sim.user(5).unwrap().description, None, "a clear is sent as null");
+    match b.update_user("10", &set("timezone", Some("Mars/Olympus_Mons"))).await {
+        Err(BackendError::Invalid(m)) => assert!(m.contains("Timezone"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.user(10).unwrap().timezone.as_deref(), Some("Europe/Paris"), "nothing partial");
+    sim.reset_counts();
+    for field in ["last_login_on", "effective_admin"] {
+        match b.update_user("10", &set(field, Some("1"))).await {
+            Err(BackendError::Unsupported { what, .. }) => assert!(what.contains(field), "{what}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert!(matches!(b.update_user("10", &set("nope", Some("x"))).await, Err(BackendError::Invalid(_))));
+    let mut nu = new_user("withzone");
+    nu.custom = [("last_login_on".to_string(), vec!["1".to_string()])].into();
+    assert!(matches!(b.create_user(&nu).await, Err(BackendError::Unsupported { .. })));
+    assert_eq!(sim.total_requests(), 0, "read-only columns are refused before any call");
+
+    nu.custom = [("timezone".to_string(), vec!["Asia/Tokyo".to_string()])].into();
+    let created = b.create_user(&nu).await.unwrap();
+    assert_eq!(created.custom.get("timezone"), Some(&vec!["Asia/Tokyo".to_string()]));
+    assert_eq!(sim.last_body("POST /users").unwrap()["user"]["timezone"], json!("Asia/Tokyo"));
+}
+
+#[tokio::test]
+async fn foreman_custom_attributes_through_the_directory() {
+    let sim = ForemanSim::start().await;
+    let mut cfg = gateway_config(&sim, "");
+    let mut last_login = column("last_login_on", idgate::config::AttributeSyntax::Date);
+    last_login.writable = false;
+    cfg.directory.attributes = vec![column("timezone", idgate::config::AttributeSyntax::String), last_login];
+    let d = Directory::new(&cfg, idgate::backend::build(&cfg).unwrap());
+    d.refresh_full().await.unwrap();
+    let custom = |d: &Directory, id: &str| d.snapshot().unwrap().user_by_id(id).unwrap().custom.clone();
+    assert_eq!(custom(&d, "10").get("last_login_on"), Some(&vec!["1740674469".to_string()]));
+    let a = Caller::system();
+    let tz = |v: &str| UserChanges {
+        custom: [("timezone".to_string(), Some(vec![v.to_string()]))].into(),
+        ..Default::default()
+    };
+    d.update_user(&a, "10", tz("America/New_York")).await.unwrap();
+    assert_eq!(custom(&d, "10").get("timezone"), Some(&vec!["America/New_York".to_string()]));
+    assert_eq!(sim.user(10).unwrap().timezone.as_deref(), Some("America/New_York"));
+    assert!(d.update_user(&a, "10", tz("Nowhere/Else")).await.is_err());
+    assert_eq!(custom(&d, "10").get("timezone"), Some(&vec!["America/New_York".to_string()]), "not cached");
+    sim.reset_counts();
+    let ro = UserChanges {
+        custom: [("last_login_on".to_string(), Some(vec!["5".to_string()]))].into(),
+        ..Default::default()
+    };
+    assert!(d.update_user(&a, "10", ro).await.is_err(), "not writable");
+    assert_eq!(sim.count("PUT /users/{id}"), 0);
+}

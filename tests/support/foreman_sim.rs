@@ -1348,6 +1348,9 @@ fn valid_name_part(n: &str) -> bool {
     n.chars().all(|c| c.is_alphanumeric() || " '_-.()<>;=,".contains(c))
 }
 
+/// Time zone names the simulator accepts (Foreman accepts every Rails zone name).
+pub const TIME_ZONES: &[&str] = &["UTC", "Europe/Paris", "Europe/Berlin", "America/New_York", "Asia/Tokyo"];
+
 /// Applies `user[...]` attributes to `u`, collecting validation errors as Foreman would.
 fn apply_user_attrs(
     st: &State,
@@ -1375,6 +1378,10 @@ fn apply_user_attrs(
         u.locale = v;
     }
     if let Some(v) = str_field(attrs, "timezone") {
+        // Foreman accepts blank or one of the zone names Rails knows (a few here).
+        if v.as_deref().is_some_and(|z| !z.is_empty() && !TIME_ZONES.contains(&z)) {
+            errors.push(("timezone", "is not included in the list".to_string()));
+        }
         u.timezone = v;
     }
     if let Some(v) = bool_field(attrs, "mail_enabled") {

@@ -18,7 +18,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::backend::{Backend, BackendError, BackendResult, Capabilities, ProbeReport};
-use crate::config::ForemanConfig;
+use crate::config::{AttributeSyntax, CustomAttribute, ForemanConfig};
+use crate::directory::custom::canonical;
+use crate::model::Custom;
 use crate::model::{Group, GroupChanges, NewGroup, NewUser, User, UserChanges};
 
 use client::{Client, Reply, Retry, TOO_MANY_TRIES, map_error};
@@ -52,7 +54,8 @@ const CAPABILITIES: Capabilities = Capabilities {
     manager: false,
     // `usergroup_ids` nests groups; Foreman refuses cycles itself (contract §6.2).
     nested_groups: true,
-    custom_fields: false,
+    // Custom attributes are user columns; `description` and `timezone` can be written.
+    custom_fields: true,
 };
 
 /// Facts learnt by `probe` (or on first need).
@@ -181,10 +184,57 @@ fn ok_or_error(reply: Reply) -> BackendResult<Reply> {
     if reply.status.is_success() { Ok(reply) } else { Err(map_error(&reply)) }
 }
 
-fn user_from(value: Value) -> BackendResult<User> {
-    let wire: WireUser = serde_json::from_value(value)
-        .map_err(|e| BackendError::Protocol(format!("unreadable Foreman user object: {e}")))?;
-    Ok(wire.into_user())
+/// Foreman user columns a custom attribute may write: plain text with no other meaning to the
+/// gateway. Everything else a custom attribute names is read-only (`last_login_on`,
+/// `auth_source_name`, `effective_admin`, `mail_enabled`, ...).
+const WRITABLE_COLUMNS: &[&str] = &["description", "timezone"];
+
+/// The configured custom attributes read from a user object's columns, in canonical text.
+fn custom_from(attributes: &[CustomAttribute], raw: &Value) -> Custom {
+    let mut out = Custom::new();
+    for a in attributes {
+        let mut texts: Vec<String> = Vec::new();
+        let mut push = |v: &Value| match v {
+            Value::String(s) if a.syntax == AttributeSyntax::Date => {
+                texts.extend(wire::parse_time(s).map(|t| t.to_string()));
+            }
+            Value::String(s) if a.multi && !a.separator.is_empty() => {
+                texts.extend(s.split(a.separator.as_str()).map(|p| p.trim().to_string()));
+            }
+            Value::String(s) => texts.push(s.trim().to_string()),
+            Value::Number(n) => texts.push(n.to_string()),
+            Value::Bool(b) => texts.push(b.to_string()),
+            _ => {}
+        };
+        match raw.get(&a.field) {
+            Some(Value::Array(items)) => items.iter().for_each(&mut push),
+            Some(v) => push(v),
+            None => {}
+        }
+        let values: Vec<String> = texts.iter().filter_map(|t| canonical(a.syntax, t)).collect();
+        if !values.is_empty() {
+            out.insert(a.field.clone(), values);
+        }
+    }
+    out
+}
+
+/// The JSON value a custom attribute's canonical values are written as.
+fn custom_value(a: &CustomAttribute, values: &[String]) -> BackendResult<Value> {
+    if !WRITABLE_COLUMNS.contains(&a.field.as_str()) {
+        return Err(unsupported(format!(
+            "writing the Foreman user column {:?} (writable columns: {})",
+            a.field,
+            WRITABLE_COLUMNS.join(", ")
+        )));
+    }
+    if values.is_empty() {
+        return Ok(Value::Null);
+    }
+    if values.len() > 1 && !a.multi {
+        return Err(BackendError::Invalid(format!("{} takes one value", a.name)));
+    }
+    Ok(json!(values.join(a.separator.as_str())))
 }
 
 fn group_from(value: Value) -> BackendResult<WireGroup> {
@@ -249,6 +299,31 @@ impl ForemanBackend {
         })
     }
 
+    /// A user object (index or show shape) with the configured custom attributes.
+    fn to_user(&self, value: Value) -> BackendResult<User> {
+        let custom = custom_from(&self.attributes, &value);
+        let wire: WireUser = serde_json::from_value(value)
+            .map_err(|e| BackendError::Protocol(format!("unreadable Foreman user object: {e}")))?;
+        Ok(User { custom, ..wire.into_user() })
+    }
+
+    /// Custom attribute values to write, as `user[...]` keys.
+    fn custom_columns(
+        &self,
+        changes: &std::collections::BTreeMap<String, Option<Vec<String>>>,
+        u: &mut Map<String, Value>,
+    ) -> BackendResult<()> {
+        for (field, values) in changes {
+            let a = self
+                .attributes
+                .iter()
+                .find(|a| a.field == *field)
+                .ok_or_else(|| BackendError::Invalid(format!("{field:?} is not a configured custom attribute")))?;
+            u.insert(field.clone(), custom_value(a, values.as_deref().unwrap_or_default())?);
+        }
+        Ok(())
+    }
+
     fn detected(&self) -> Detected {
         match self.detected.read() {
             Ok(d) => *d,
@@ -302,7 +377,7 @@ impl ForemanBackend {
 
     async fn fetch_user(&self, id: u64) -> BackendResult<Option<User>> {
         match self.get(&["users", &id.to_string()], &[]).await {
-            Ok(r) => Ok(Some(user_from(r.json()?)?)),
+            Ok(r) => Ok(Some(self.to_user(r.json()?)?)),
             Err(BackendError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -492,11 +567,7 @@ impl Backend for ForemanBackend {
 
     async fn list_users(&self) -> BackendResult<Vec<User>> {
         let items = self.list_all("users", None).await?;
-        Ok(items
-            .into_iter()
-            .filter_map(|v| serde_json::from_value::<WireUser>(v).ok())
-            .map(WireUser::into_user)
-            .collect())
+        Ok(items.into_iter().filter_map(|v| self.to_user(v).ok()).collect())
     }
 
     async fn list_users_changed_since(&self, _since: i64) -> BackendResult<Vec<User>> {
@@ -517,11 +588,7 @@ impl Backend for ForemanBackend {
         }
         // Search, not show-by-login: show is case-sensitive and reads all-digit logins as ids.
         let found = self.list_all("users", Some(format!("login = {}", quoted(login)))).await?;
-        let users: Vec<User> = found
-            .into_iter()
-            .filter_map(|v| serde_json::from_value::<WireUser>(v).ok())
-            .map(WireUser::into_user)
-            .collect();
+        let users: Vec<User> = found.into_iter().filter_map(|v| self.to_user(v).ok()).collect();
         Ok(users.into_iter().find(|u| u.login.eq_ignore_ascii_case(login)))
     }
 
@@ -558,6 +625,10 @@ impl Backend for ForemanBackend {
             )));
         }
         self.check_admin_write(user.admin)?;
+        // Checked before any call: a column that cannot be written refuses the whole create.
+        let mut extra = Map::new();
+        let custom = user.custom.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        self.custom_columns(&custom, &mut extra)?;
         if self.group_name_exists(&user.login, None).await? {
             return Err(BackendError::Conflict(format!(
                 "a Foreman user group is named {:?}; users and groups share one namespace",
@@ -584,8 +655,10 @@ impl Backend for ForemanBackend {
         if let Some(l) = user.locale.as_deref().filter(|l| !l.is_empty()) {
             u.insert("locale".into(), json!(l));
         }
+        // An empty value is simply not sent on create.
+        u.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
         let reply = self.write(Method::POST, &["users"], Some(&json!({"user": u}))).await?;
-        let created = user_from(reply.json()?)?;
+        let created = self.to_user(reply.json()?)?;
         if created.admin != user.admin {
             return Err(after_create(
                 &format!("user {}", created.id),
@@ -608,6 +681,8 @@ impl Backend for ForemanBackend {
         if changes.admin.is_some() {
             self.check_admin_write(true)?;
         }
+        let mut extra = Map::new();
+        self.custom_columns(&changes.custom, &mut extra)?;
         let current = self.fetch_user(n).await?.ok_or_else(|| BackendError::NotFound(format!("user {n}")))?;
         if changes.is_empty() {
             return Ok(current);
@@ -653,8 +728,9 @@ impl Backend for ForemanBackend {
         if let Some(a) = changes.admin {
             u.insert("admin".into(), json!(a));
         }
+        u.extend(extra);
         let reply = self.write(Method::PUT, &["users", &n.to_string()], Some(&json!({"user": u}))).await?;
-        let updated = user_from(reply.json()?)?;
+        let updated = self.to_user(reply.json()?)?;
         if let Some(a) = changes.admin
             && updated.admin != a
         {
