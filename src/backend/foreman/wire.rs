@@ -120,7 +120,6 @@ impl WireGroup {
             member_groups,
             created: self.created_at.as_deref().and_then(parse_time),
             modified: self.updated_at.as_deref().and_then(parse_time),
-            ..Default::default()
         }
     }
 }
