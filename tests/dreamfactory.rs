@@ -466,7 +466,7 @@ async fn dreamfactory_failed_writes_are_never_cached() {
             .await
             .is_err()
     );
-    assert_eq!(dir.snapshot().unwrap().user_count(), 8);
+    assert_eq!(dir.snapshot().unwrap().user_count(), 7, "8 accounts less the gateway's own");
     sim.fail_next(1, 503);
     assert!(
         dir.delete_user(&actor, "u9", idgate::config::DeleteMode::Delete, |_, _| Ok::<
@@ -509,7 +509,7 @@ async fn client_replays_against_dreamfactory() {
     let r = start(&sim, QUIET).await;
     let url = format!("ldap://{}", r.ldap_addr);
     let users = r.directory.health().users;
-    assert_eq!(users, 8);
+    assert_eq!(users, 7, "8 accounts less the gateway's own");
     let (sim2, dir) = (sim.clone(), r.directory.clone());
     let touch: TouchFn = Arc::new(move |login: String| {
         let (sim, dir) = (sim2.clone(), dir.clone());
@@ -545,9 +545,65 @@ async fn client_replays_against_dreamfactory() {
     replays::replay_gitea(&url, &fx).await;
     replays::replay_grafana(&url, &fx).await;
     replays::replay_jenkins(&url, &fx).await;
+    // Every DreamFactory login bumps the account's last_modified_date, so the password checks of
+    // the replays above changed users; a periodic refresh would pick that up before SSSD takes its
+    // baseline (with the gateway's own account published, its login stamp used to mask this).
+    r.directory.refresh_incremental().await.expect("refresh");
     replays::replay_sssd(&url, &fx).await;
     replays::replay_keycloak(&url, &fx).await;
     replays::replay_foreman(&url, &fx).await;
     assert_eq!(sim.live_sessions(7), 1, "every password-check session was ended (the seeded one remains)");
+    r.shutdown().await;
+}
+
+// ---------- the gateway's own account ----------
+
+#[tokio::test]
+async fn dreamfactory_own_account_is_the_login_the_backend_reports() {
+    let sim = DreamFactorySim::start().await;
+    assert_eq!(backend(&sim).own_login().as_deref(), Some(ADMIN_EMAIL), "e-mail logins: known from the config");
+
+    // With `username` logins, the admin row's username is the login: learnt by probe or a listing.
+    sim.set_user_field(1, "username", json!("df-gateway"));
+    let cfg = DreamFactoryConfig { login_attribute: DreamFactoryLogin::Username, ..config(&sim) };
+    let b = DreamFactoryBackend::new(&cfg).unwrap();
+    assert_eq!(b.own_login(), None, "not known before DreamFactory said it");
+    let r = b.probe().await.unwrap();
+    assert_eq!(b.own_login().as_deref(), Some("df-gateway"));
+    assert!(r.notes.iter().any(|n| n.contains("df-gateway")), "{:?}", r.notes);
+    let b = DreamFactoryBackend::new(&cfg).unwrap();
+    let users = b.list_users().await.unwrap();
+    assert!(users.iter().any(|u| u.login == "df-gateway" && u.admin), "the backend itself still lists it");
+    assert_eq!(b.own_login().as_deref(), Some("df-gateway"));
+    // Other administrators are people's accounts: published, not system accounts.
+    let other = sim.add_user("Ada", "Min", "ada.min@example.com", Some("Ada-Password-0000001"), true);
+    let users = b.list_users().await.unwrap();
+    let ada = users.iter().find(|u| u.id == format!("a{other}")).unwrap();
+    assert!(ada.admin && !ada.system);
+    assert_eq!(b.own_login().as_deref(), Some("df-gateway"));
+}
+
+#[tokio::test]
+async fn dreamfactory_own_account_is_neither_listed_nor_able_to_bind() {
+    let sim = DreamFactorySim::start().await;
+    let other = sim.add_user("Ada", "Min", "ada.min@example.com", Some("Ada-Password-0000001"), true);
+    let r = start(&sim, QUIET).await;
+    let snap = r.directory.snapshot().unwrap();
+    assert!(snap.user_by_id("a1").is_none() && snap.user_by_login(ADMIN_EMAIL).is_none());
+    assert!(snap.user_by_id(&format!("a{other}")).is_some(), "another administrator is published");
+    let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let before = sim.count("POST /system/admin/session");
+    for login in [ADMIN_EMAIL, "ADMIN@example.com"] {
+        let out = r.directory.authenticate_user(login, ADMIN_PASSWORD, peer).await.unwrap();
+        assert!(matches!(out, idgate::directory::AuthOutcome::Invalid), "{login}: {out:?}");
+    }
+    let url = format!("ldap://{}", r.ldap_addr);
+    let mut ldap = common::connect(&url).await;
+    let res =
+        common::try_bind(&mut ldap, &format!("uid={ADMIN_EMAIL},ou=people,dc=example,dc=com"), ADMIN_PASSWORD).await;
+    assert_eq!(res.rc, 49, "{res}");
+    assert_eq!(sim.count("POST /system/admin/session"), before, "its password is never checked");
+    let out = r.directory.authenticate_user("ada.min@example.com", "Ada-Password-0000001", peer).await.unwrap();
+    assert!(matches!(out, idgate::directory::AuthOutcome::User(_)), "{out:?}");
     r.shutdown().await;
 }

@@ -14,7 +14,8 @@ use common::{DirFixture, TouchFn, replays};
 use idgate::backend::foreman::ForemanBackend;
 use idgate::backend::{Backend, BackendError};
 use idgate::config::{Config, ForemanConfig, Secret};
-use idgate::directory::{Caller, Directory, GroupSpec};
+use idgate::directory::snapshot::Snapshot;
+use idgate::directory::{AuthOutcome, Caller, Directory, GroupSpec};
 use idgate::model::{GroupChanges, NewGroup, NewUser, User, UserChanges};
 use serde_json::{Value, json};
 use support::foreman_sim::{ADMIN_PASSWORD, BWAYNE_PASSWORD, CKENT_PASSWORD, ForemanSim, JDOE_PASSWORD};
@@ -707,7 +708,7 @@ async fn client_replays_against_foreman() {
         .expect("server starts");
     let url = format!("ldap://{}", r.ldap_addr);
     let users = r.directory.health().users;
-    assert_eq!(users, 12);
+    assert_eq!(users, 11, "12 listed users less the gateway's own account");
     let (sim2, dir) = (sim.clone(), r.directory.clone());
     let touch: TouchFn = Arc::new(move |login: String| {
         let (sim, dir) = (sim2.clone(), dir.clone());
@@ -746,4 +747,333 @@ async fn client_replays_against_foreman() {
     replays::replay_foreman(&url, &fx).await;
     assert!(sim.failed_logins() < 30, "the replays never tripped Foreman's lock-out");
     r.shutdown().await;
+}
+
+// ---------- nested groups and hidden accounts ----------
+
+fn ids_of(groups: &[idgate::model::Group], id: u64) -> (Vec<String>, Vec<String>) {
+    let g = groups.iter().find(|g| g.id == id.to_string()).unwrap_or_else(|| panic!("group {id}"));
+    (g.members.clone(), g.member_groups.clone())
+}
+
+#[tokio::test]
+async fn foreman_reads_nested_groups_including_a_cycle() {
+    let sim = ForemanSim::start().await;
+    let n = sim.seed_nesting();
+    let b = backend(&sim);
+    assert!(b.capabilities().nested_groups);
+    let groups = b.list_groups().await.unwrap();
+    let s = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        ids_of(&groups, n.company),
+        (s(&[1, 6]), s(&[n.engineering])),
+        "hidden members are listed as Foreman lists them"
+    );
+    assert_eq!(ids_of(&groups, n.engineering), (s(&[7]), s(&[n.backend])));
+    assert_eq!(ids_of(&groups, n.backend), (s(&[5, 12]), vec![]));
+    assert_eq!(ids_of(&groups, n.ring_a).1, s(&[n.ring_b]));
+    assert_eq!(ids_of(&groups, n.ring_b).1, s(&[n.ring_a]));
+    assert_eq!(b.get_group(&n.engineering.to_string()).await.unwrap().unwrap().member_groups, s(&[n.backend]));
+}
+
+#[tokio::test]
+async fn foreman_nesting_is_read_modify_write_and_foreman_refuses_cycles() {
+    let sim = ForemanSim::start().await;
+    let b = Arc::new(backend(&sim));
+    b.add_member_group("12", "13").await.unwrap();
+    assert_eq!(sim.group_children(12), Some(vec![13]));
+    assert_eq!(sim.last_body("PUT /usergroups/{id}").unwrap(), json!({"usergroup": {"usergroup_ids": [13]}}));
+    assert_eq!(sim.group_members(12), Some(vec![5]), "user members untouched");
+    sim.reset_counts();
+    b.add_member_group("12", "13").await.unwrap();
+    assert_eq!(sim.count("PUT /usergroups/{id}"), 0, "already nested: no write");
+    assert!(matches!(b.add_member_group("12", "999").await, Err(BackendError::NotFound(_))));
+    assert!(matches!(b.add_member_group("12", "ops").await, Err(BackendError::NotFound(_))));
+    assert!(matches!(b.add_member_group("999", "13").await, Err(BackendError::NotFound(_))));
+    assert!(matches!(b.add_member_group("12", "12").await, Err(BackendError::Invalid(_))));
+    assert_eq!(sim.count("PUT /usergroups/{id}"), 0, "unknown ids and self-nesting are found out before a write");
+
+    // Foreman itself refuses a cycle (its answer, not ours: the backend call is made).
+    match b.add_member_group("13", "12").await {
+        Err(BackendError::Invalid(m)) => assert!(m.contains("Adding would cause a cycle!"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.count("PUT /usergroups/{id}"), 1);
+    assert_eq!(sim.group_children(13), Some(vec![]));
+
+    // A change made in Foreman meanwhile is read before the next write, not overwritten.
+    let other = sim.add_group("other", &[]);
+    sim.modify_group(12, |g| {
+        g.children.insert(other);
+    });
+    let third = sim.add_group("third", &[]);
+    b.add_member_group("12", &third.to_string()).await.unwrap();
+    assert_eq!(sim.group_children(12), Some(vec![13, other, third]));
+    b.remove_member_group("12", "13").await.unwrap();
+    assert_eq!(sim.group_children(12), Some(vec![other, third]));
+    b.remove_member_group("12", "13").await.unwrap();
+
+    // Concurrent nesting changes on one group lose nothing (one lock per group).
+    sim.set_delay(Duration::from_millis(20));
+    let kids: Vec<u64> = (0..6).map(|i| sim.add_group(&format!("kid{i}"), &[])).collect();
+    let tasks: Vec<_> = kids
+        .iter()
+        .map(|k| {
+            let (b, k) = (b.clone(), k.to_string());
+            tokio::spawn(async move { b.add_member_group("12", &k).await })
+        })
+        .collect();
+    let removal = {
+        let b = b.clone();
+        tokio::spawn(async move { b.remove_member_group("12", &other.to_string()).await })
+    };
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    removal.await.unwrap().unwrap();
+    let mut want = vec![third];
+    want.extend(&kids);
+    assert_eq!(sim.group_children(12), Some(want));
+}
+
+#[tokio::test]
+async fn foreman_refuses_any_new_nesting_while_a_cycle_exists() {
+    let sim = ForemanSim::start().await;
+    let n = sim.seed_nesting();
+    let b = backend(&sim);
+    match b.add_member_group("12", "13").await {
+        Err(BackendError::Invalid(m)) => {
+            assert!(m.contains("cycle") && m.contains("anywhere"), "explains Foreman's whole-graph check: {m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.group_children(12), Some(vec![]));
+    // Removing a nesting is always allowed; afterwards new nestings are accepted again.
+    b.remove_member_group(&n.ring_b.to_string(), &n.ring_a.to_string()).await.unwrap();
+    assert_eq!(sim.group_children(n.ring_b), Some(vec![]));
+    b.add_member_group("12", "13").await.unwrap();
+    assert_eq!(sim.group_children(12), Some(vec![13]));
+}
+
+#[tokio::test]
+async fn foreman_creates_a_group_with_member_groups() {
+    let sim = ForemanSim::start().await;
+    let b = backend(&sim);
+    let g = b
+        .create_group(&NewGroup {
+            name: "parents".into(),
+            members: vec!["5".into()],
+            member_groups: vec!["13".into(), "12".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(g.member_groups, vec!["12".to_string(), "13".to_string()]);
+    assert_eq!(sim.last_body("POST /usergroups").unwrap()["usergroup"]["usergroup_ids"], json!([12, 13]));
+    sim.reset_counts();
+    for bad in ["999", "x"] {
+        let r = b
+            .create_group(&NewGroup { name: "orphans".into(), member_groups: vec![bad.into()], ..Default::default() })
+            .await;
+        assert!(matches!(r, Err(BackendError::NotFound(_))), "{bad}: {r:?}");
+    }
+    assert_eq!(sim.count("POST /usergroups"), 0);
+}
+
+fn names_of(snap: &Snapshot, idx: Vec<usize>) -> Vec<String> {
+    let mut v: Vec<String> = idx.into_iter().map(|i| snap.group(i).name.clone()).collect();
+    v.sort();
+    v
+}
+
+fn logins_of(snap: &Snapshot, idx: Vec<usize>) -> Vec<String> {
+    let mut v: Vec<String> = idx.into_iter().map(|i| snap.user(i).login.clone()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn nested_foreman_groups_in_the_directory() {
+    let sim = ForemanSim::start().await;
+    let n = sim.seed_nesting();
+    let cfg = gateway_config(&sim, "");
+    let d = Directory::new(&cfg, idgate::backend::build(&cfg).unwrap());
+    d.refresh_full().await.unwrap();
+    let snap = d.snapshot().unwrap();
+    assert!(snap.has_nesting());
+    let u = |login: &str| snap.user_index_by_login(login).unwrap_or_else(|| panic!("{login}"));
+    let g = |name: &str| snap.group_index_by_name(name).unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(names_of(&snap, snap.groups_of_transitive(u("jdoe"))), ["backend", "company", "engineering", "ops"]);
+    assert_eq!(names_of(&snap, snap.groups_of_transitive(u("pparker"))), ["company", "engineering"]);
+    assert_eq!(logins_of(&snap, snap.members_transitive(g("company"))), ["dprince", "jdoe", "mmouse", "pparker"]);
+    assert_eq!(logins_of(&snap, snap.members_transitive(g("engineering"))), ["dprince", "jdoe", "pparker"]);
+    // The cycle: each member once, every group of the ring once.
+    assert_eq!(names_of(&snap, snap.groups_of_transitive(u("bbanner"))), ["ring-a", "ring-b"]);
+    assert_eq!(logins_of(&snap, snap.members_transitive(g("ring-a"))), ["bbanner", "tstark"]);
+    assert_eq!(logins_of(&snap, snap.members_transitive(g("ring-b"))), ["bbanner", "tstark"]);
+    assert_eq!(
+        names_of(&snap, snap.descendants_of(g("ring-a"))),
+        ["ring-a", "ring-b"],
+        "the ring leads back to itself"
+    );
+    assert_eq!(names_of(&snap, snap.ancestors_of(g("backend"))), ["company", "engineering"]);
+
+    // Hidden accounts: Foreman's own (never listed) and the gateway's (listed, kept out).
+    for login in ["foreman_admin", "foreman_api_admin", "admin"] {
+        assert!(snap.user_by_login(login).is_none(), "{login} is not in the directory");
+    }
+    assert!(!snap.member_ids(g("company")).contains(&"1".to_string()), "a hidden member is not published");
+    let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    for (login, pw) in [("foreman_admin", "hidden-1"), ("admin", ADMIN_PASSWORD), ("ADMIN", ADMIN_PASSWORD)] {
+        let r = d.authenticate_user(login, pw, peer).await.unwrap();
+        assert!(matches!(r, AuthOutcome::Invalid), "{login}: {r:?}");
+    }
+    assert!(matches!(d.authenticate_user("jdoe", JDOE_PASSWORD, peer).await.unwrap(), AuthOutcome::User(_)));
+
+    let a = Caller::system();
+    // The core allows it, Foreman refuses it (the ring's cycle): the error says so, nothing cached.
+    sim.reset_counts();
+    let e = d.add_member_group(&a, "12", "13").await.unwrap_err();
+    assert!(e.to_string().contains("cycle"), "{e}");
+    assert_eq!(sim.count("PUT /usergroups/{id}"), 1);
+    let gi = |s: &Snapshot, name: &str| s.group_index_by_name(name).unwrap_or_else(|| panic!("{name}"));
+    let now = d.snapshot().unwrap();
+    assert!(now.member_group_ids(gi(&now, "ops")).is_empty());
+    d.remove_member_group(&a, &n.ring_a.to_string(), &n.ring_b.to_string()).await.unwrap();
+    assert_eq!(sim.group_children(n.ring_a), Some(vec![]));
+    d.add_member_group(&a, "12", "13").await.unwrap();
+    assert_eq!(sim.group_children(12), Some(vec![13]));
+    let now = d.snapshot().unwrap();
+    assert_eq!(now.member_group_ids(gi(&now, "ops")), vec!["13".to_string()]);
+    assert_eq!(names_of(&now, now.parent_groups_of(gi(&now, "platform"))), ["ops"]);
+
+    // Cycles are refused by the core before any backend call.
+    sim.reset_counts();
+    for (parent, child) in [(n.backend, n.company), (n.engineering, n.engineering), (13, 12)] {
+        let r = d.add_member_group(&a, &parent.to_string(), &child.to_string()).await;
+        let e = r.expect_err("a cycle");
+        assert!(e.to_string().contains("cycle"), "{e}");
+    }
+    assert_eq!(sim.total_requests(), 0, "Foreman saw no request");
+    assert_eq!(sim.group_children(n.backend), Some(vec![]));
+}
+
+// ---------- extra columns as custom attributes ----------
+
+fn column(field: &str, syntax: idgate::config::AttributeSyntax) -> idgate::config::CustomAttribute {
+    idgate::config::CustomAttribute {
+        name: field.replace('_', ""),
+        field: field.into(),
+        scim_name: None,
+        syntax,
+        multi: false,
+        separator: ",".into(),
+        writable: true,
+        indexed: true,
+    }
+}
+
+fn with_columns(sim: &ForemanSim) -> ForemanBackend {
+    use idgate::config::AttributeSyntax::{Boolean, Date, String as Text};
+    backend(sim).with_attributes(&[
+        column("description", Text),
+        column("timezone", Text),
+        column("last_login_on", Date),
+        column("mail_enabled", Boolean),
+        column("effective_admin", Boolean),
+        column("no_such_column", Text),
+    ])
+}
+
+fn custom_of(u: &User) -> Vec<(&str, &str)> {
+    u.custom.iter().flat_map(|(k, v)| v.iter().map(move |x| (k.as_str(), x.as_str()))).collect()
+}
+
+#[tokio::test]
+async fn foreman_user_columns_are_custom_attributes() {
+    let sim = ForemanSim::start().await;
+    sim.modify_group(12, |g| g.admin = true);
+    let b = with_columns(&sim);
+    assert!(b.capabilities().custom_fields);
+    let users = b.list_users().await.unwrap();
+    let jdoe = users.iter().find(|u| u.login == "jdoe").unwrap();
+    assert_eq!(
+        custom_of(jdoe),
+        [
+            ("description", "Provisioned by the identity gateway"),
+            ("effective_admin", "true"),
+            ("last_login_on", "1740902400"),
+            ("mail_enabled", "true"),
+        ],
+        "read from the index shape; null columns and unknown ones absent"
+    );
+    assert_eq!(b.get_user("5").await.unwrap().unwrap().custom, jdoe.custom, "show shape reads the same");
+    let ckent = users.iter().find(|u| u.login == "ckent").unwrap();
+    assert_eq!(
+        custom_of(ckent),
+        [("effective_admin", "false"), ("last_login_on", "1740674469"), ("mail_enabled", "true")]
+    );
+
+    let set = |field: &str, v: Option<&str>| UserChanges {
+        custom: [(field.to_string(), v.map(|v| vec![v.to_string()]))].into(),
+        ..Default::default()
+    };
+    let u = b.update_user("10", &set("timezone", Some("Europe/Paris"))).await.unwrap();
+    assert_eq!(u.custom.get("timezone"), Some(&vec!["Europe/Paris".to_string()]));
+    assert_eq!(sim.user(10).unwrap().timezone.as_deref(), Some("Europe/Paris"));
+    assert_eq!(sim.last_body("PUT /users/{id}").unwrap()["user"]["timezone"], json!("Europe/Paris"));
+    b.update_user("5", &set("description", None)).await.unwrap();
+    assert_eq!(sim.user(5).unwrap().description, None, "a clear is sent as null");
+    match b.update_user("10", &set("timezone", Some("Mars/Olympus_Mons"))).await {
+        Err(BackendError::Invalid(m)) => assert!(m.contains("Timezone"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.user(10).unwrap().timezone.as_deref(), Some("Europe/Paris"), "nothing partial");
+    sim.reset_counts();
+    for field in ["last_login_on", "effective_admin"] {
+        match b.update_user("10", &set(field, Some("1"))).await {
+            Err(BackendError::Unsupported { what, .. }) => assert!(what.contains(field), "{what}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert!(matches!(b.update_user("10", &set("nope", Some("x"))).await, Err(BackendError::Invalid(_))));
+    let mut nu = new_user("withzone");
+    nu.custom = [("last_login_on".to_string(), vec!["1".to_string()])].into();
+    assert!(matches!(b.create_user(&nu).await, Err(BackendError::Unsupported { .. })));
+    assert_eq!(sim.total_requests(), 0, "read-only columns are refused before any call");
+
+    nu.custom = [("timezone".to_string(), vec!["Asia/Tokyo".to_string()])].into();
+    let created = b.create_user(&nu).await.unwrap();
+    assert_eq!(created.custom.get("timezone"), Some(&vec!["Asia/Tokyo".to_string()]));
+    assert_eq!(sim.last_body("POST /users").unwrap()["user"]["timezone"], json!("Asia/Tokyo"));
+}
+
+#[tokio::test]
+async fn foreman_custom_attributes_through_the_directory() {
+    let sim = ForemanSim::start().await;
+    let mut cfg = gateway_config(&sim, "");
+    let mut last_login = column("last_login_on", idgate::config::AttributeSyntax::Date);
+    last_login.writable = false;
+    cfg.directory.attributes = vec![column("timezone", idgate::config::AttributeSyntax::String), last_login];
+    let d = Directory::new(&cfg, idgate::backend::build(&cfg).unwrap());
+    d.refresh_full().await.unwrap();
+    let custom = |d: &Directory, id: &str| d.snapshot().unwrap().user_by_id(id).unwrap().custom.clone();
+    assert_eq!(custom(&d, "10").get("last_login_on"), Some(&vec!["1740674469".to_string()]));
+    let a = Caller::system();
+    let tz = |v: &str| UserChanges {
+        custom: [("timezone".to_string(), Some(vec![v.to_string()]))].into(),
+        ..Default::default()
+    };
+    d.update_user(&a, "10", tz("America/New_York")).await.unwrap();
+    assert_eq!(custom(&d, "10").get("timezone"), Some(&vec!["America/New_York".to_string()]));
+    assert_eq!(sim.user(10).unwrap().timezone.as_deref(), Some("America/New_York"));
+    assert!(d.update_user(&a, "10", tz("Nowhere/Else")).await.is_err());
+    assert_eq!(custom(&d, "10").get("timezone"), Some(&vec!["America/New_York".to_string()]), "not cached");
+    sim.reset_counts();
+    let ro = UserChanges {
+        custom: [("last_login_on".to_string(), Some(vec!["5".to_string()]))].into(),
+        ..Default::default()
+    };
+    assert!(d.update_user(&a, "10", ro).await.is_err(), "not writable");
+    assert_eq!(sim.count("PUT /users/{id}"), 0);
 }

@@ -64,6 +64,16 @@ pub struct SimUser {
     pub permissions: BTreeSet<String>,
 }
 
+/// Ids of the groups `ForemanSim::seed_nesting` adds.
+#[derive(Debug, Clone, Copy)]
+pub struct Nesting {
+    pub company: u64,
+    pub engineering: u64,
+    pub backend: u64,
+    pub ring_a: u64,
+    pub ring_b: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct SimGroup {
     pub id: u64,
@@ -814,6 +824,32 @@ impl ForemanSim {
     pub fn group_members(&self, id: u64) -> Option<Vec<u64>> {
         self.st().groups.get(&id).map(|g| g.users.iter().copied().collect())
     }
+    /// The groups nested directly inside group `id`.
+    pub fn group_children(&self, id: u64) -> Option<Vec<u64>> {
+        self.st().groups.get(&id).map(|g| g.children.iter().copied().collect())
+    }
+    /// Adds nested groups as data already in Foreman (no validation, like rows written before
+    /// the cycle check or by hand): three levels `company` ⊃ `engineering` ⊃ `backend`, and the
+    /// cycle `ring-a` ⊃ `ring-b` ⊃ `ring-a`. Members: company mmouse (6) and the hidden
+    /// foreman_admin (1); engineering pparker (7); backend jdoe (5) and dprince (12); ring-a
+    /// bbanner (13); ring-b tstark (14).
+    pub fn seed_nesting(&self) -> Nesting {
+        let company = self.add_group("company", &[6, 1]);
+        let engineering = self.add_group("engineering", &[7]);
+        let backend = self.add_group("backend", &[5, 12]);
+        let ring_a = self.add_group("ring-a", &[13]);
+        let ring_b = self.add_group("ring-b", &[14]);
+        let nest = |parent: u64, child: u64| {
+            self.modify_group(parent, |g| {
+                g.children.insert(child);
+            })
+        };
+        nest(company, engineering);
+        nest(engineering, backend);
+        nest(ring_a, ring_b);
+        nest(ring_b, ring_a);
+        Nesting { company, engineering, backend, ring_a, ring_b }
+    }
     pub fn delete_group(&self, id: u64) {
         let mut st = self.st();
         st.groups.remove(&id);
@@ -1312,6 +1348,9 @@ fn valid_name_part(n: &str) -> bool {
     n.chars().all(|c| c.is_alphanumeric() || " '_-.()<>;=,".contains(c))
 }
 
+/// Time zone names the simulator accepts (Foreman accepts every Rails zone name).
+pub const TIME_ZONES: &[&str] = &["UTC", "Europe/Paris", "Europe/Berlin", "America/New_York", "Asia/Tokyo"];
+
 /// Applies `user[...]` attributes to `u`, collecting validation errors as Foreman would.
 fn apply_user_attrs(
     st: &State,
@@ -1339,6 +1378,10 @@ fn apply_user_attrs(
         u.locale = v;
     }
     if let Some(v) = str_field(attrs, "timezone") {
+        // Foreman accepts blank or one of the zone names Rails knows (a few here).
+        if v.as_deref().is_some_and(|z| !z.is_empty() && !TIME_ZONES.contains(&z)) {
+            errors.push(("timezone", "is not included in the list".to_string()));
+        }
         u.timezone = v;
     }
     if let Some(v) = bool_field(attrs, "mail_enabled") {
@@ -1437,6 +1480,31 @@ fn ids_of(v: &Value, k: &str) -> Option<Vec<u64>> {
     v.get(k)?.as_array().map(|a| a.iter().filter_map(|x| x.as_u64().or_else(|| x.as_str()?.parse().ok())).collect())
 }
 
+/// Whether the nesting graph has a cycle through two or more groups (a group listing itself is
+/// Foreman's separate "reflexive" check).
+pub fn has_cycle(edges: &BTreeMap<u64, BTreeSet<u64>>) -> bool {
+    // Colours of a depth-first walk: on the current path, or finished.
+    fn visit(n: u64, edges: &BTreeMap<u64, BTreeSet<u64>>, path: &mut BTreeSet<u64>, done: &mut BTreeSet<u64>) -> bool {
+        if done.contains(&n) {
+            return false;
+        }
+        path.insert(n);
+        for &c in edges.get(&n).into_iter().flatten() {
+            if c == n {
+                continue;
+            }
+            if path.contains(&c) || visit(c, edges, path, done) {
+                return true;
+            }
+        }
+        path.remove(&n);
+        done.insert(n);
+        false
+    }
+    let mut done = BTreeSet::new();
+    edges.keys().any(|&n| visit(n, edges, &mut BTreeSet::new(), &mut done))
+}
+
 /// Create (`id` = None) or update a usergroup.
 fn save_group(st: &mut State, id: Option<u64>, attrs: &Value, caller: &SimUser) -> Response {
     let shown_id = id.map(|i| i.to_string()).unwrap_or_default();
@@ -1495,6 +1563,16 @@ fn save_group(st: &mut State, id: Option<u64>, attrs: &Value, caller: &SimUser) 
         }
         g.children = ids.into_iter().collect();
     }
+    if let Some(names) = attrs.get("usergroup_names").and_then(Value::as_array) {
+        let mut set = BTreeSet::new();
+        for n in names.iter().filter_map(Value::as_str) {
+            match st.groups.values().find(|x| x.name == n) {
+                Some(x) => set.insert(x.id),
+                None => return not_found("usergroup", &shown_id),
+            };
+        }
+        g.children = set;
+    }
     if let Some(ids) = ids_of(attrs, "role_ids") {
         g.roles = ids.into_iter().collect();
     }
@@ -1505,16 +1583,19 @@ fn save_group(st: &mut State, id: Option<u64>, attrs: &Value, caller: &SimUser) 
     } else if st.users.values().any(|u| u.login.eq_ignore_ascii_case(&g.name)) {
         errors.push(("name", "is already used by a user account".into()));
     }
-    // A group may not (transitively) contain itself.
-    let mut seen = BTreeSet::new();
-    let mut stack: Vec<u64> = g.children.iter().copied().collect();
-    while let Some(c) = stack.pop() {
-        if c == g.id {
-            errors.push(("usergroups", "cannot contain a cycle".into()));
-            break;
+    // Foreman validates every new nesting row against the whole nesting graph (its
+    // `EnsureNoCycle`): a cycle anywhere, even an old one elsewhere, refuses any new nesting;
+    // removing nestings is always allowed. Then a group nesting itself is refused.
+    let before = id.and_then(|i| st.groups.get(&i)).map(|o| o.children.clone()).unwrap_or_default();
+    let added: Vec<u64> = g.children.difference(&before).copied().collect();
+    if !added.is_empty() {
+        let mut edges: BTreeMap<u64, BTreeSet<u64>> = st.groups.values().map(|x| (x.id, x.children.clone())).collect();
+        edges.insert(g.id, g.children.clone());
+        if has_cycle(&edges) {
+            return invalid(id, &[("base", "Adding would cause a cycle!".into())]);
         }
-        if seen.insert(c) {
-            stack.extend(st.groups.get(&c).map(|x| x.children.iter().copied().collect::<Vec<_>>()).unwrap_or_default());
+        if added.contains(&g.id) {
+            return invalid(id, &[("base", "cannot contain itself as member".into())]);
         }
     }
     if !errors.is_empty() {

@@ -113,6 +113,11 @@ pub struct DreamFactoryBackend {
     login: DreamFactoryLogin,
     page_size: u32,
     caps: RwLock<Capabilities>,
+    /// The administrator the gateway logs in as (`admin_email`).
+    admin_email: String,
+    /// That account's login as this backend reports logins: the e-mail, or (with
+    /// `login_attribute = "username"`) its `username`, learnt when its row is first read.
+    own: RwLock<Option<String>>,
     /// The configured custom attributes (`[[directory.attributes]]`): which fields to publish, in
     /// which syntax.
     attributes: Vec<crate::config::CustomAttribute>,
@@ -138,6 +143,11 @@ impl DreamFactoryBackend {
             login: cfg.login_attribute,
             page_size: cfg.page_size.max(1),
             caps: RwLock::new(CAPABILITIES),
+            admin_email: cfg.admin_email.trim().to_string(),
+            own: RwLock::new(match cfg.login_attribute {
+                DreamFactoryLogin::Email => Some(cfg.admin_email.trim().to_string()),
+                DreamFactoryLogin::Username => None,
+            }),
         })
     }
 
@@ -213,7 +223,23 @@ impl DreamFactoryBackend {
         let wire: WireUser = serde_json::from_value(value)
             .map_err(|e| BackendError::Protocol(format!("unreadable user record: {e}")))?;
         let id = wire.id.ok_or_else(|| BackendError::Protocol("a user record without an id".into()))?;
-        Ok(wire.into_user(ep.id(id), ep == Endpoint::Admin, self.login))
+        let user = wire.into_user(ep.id(id), ep == Endpoint::Admin, self.login);
+        // The gateway's own account is an administrator found by the e-mail it logs in with
+        // (DreamFactory's admin login matches the e-mail whatever the login attribute).
+        if ep == Endpoint::Admin && user.email.eq_ignore_ascii_case(&self.admin_email) {
+            self.note_own_login(&user.login);
+        }
+        Ok(user)
+    }
+
+    fn note_own_login(&self, login: &str) {
+        let mut g = match self.own.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.as_deref() != Some(login) {
+            *g = Some(login.to_string());
+        }
     }
 
     async fn list_endpoint(&self, ep: Endpoint, filter: Option<String>) -> BackendResult<Vec<User>> {
@@ -417,11 +443,31 @@ impl Backend for DreamFactoryBackend {
         self.caps()
     }
 
+    /// The administrator the gateway logs in as; hidden like every backend's own account.
+    fn own_login(&self) -> Option<String> {
+        match self.own.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     async fn probe(&self) -> BackendResult<ProbeReport> {
         let mut notes = Vec::new();
         // A fresh login checks the credentials for real (not a cached session).
         self.client.login().await?;
         notes.push("administrator login accepted (session token obtained)".into());
+        if self.login == DreamFactoryLogin::Username {
+            // Learn the gateway's own login (its `username`) before the first refresh publishes it.
+            let filter = format!("email='{}'", self.admin_email);
+            if !self.admin_email.contains(FILTER_UNSAFE) {
+                self.list_endpoint(Endpoint::Admin, Some(filter)).await?;
+            } else {
+                self.list_endpoint(Endpoint::Admin, None).await?;
+            }
+        }
+        if let Some(own) = self.own_login() {
+            notes.push(format!("the gateway's own account {own} is never published"));
+        }
         let mut caps = CAPABILITIES;
         for (segment, what) in [("user", "users"), ("admin", "administrators"), ("role", "roles")] {
             let body = self

@@ -18,7 +18,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::backend::{Backend, BackendError, BackendResult, Capabilities, ProbeReport};
-use crate::config::ForemanConfig;
+use crate::config::{AttributeSyntax, CustomAttribute, ForemanConfig};
+use crate::directory::custom::canonical;
+use crate::model::Custom;
 use crate::model::{Group, GroupChanges, NewGroup, NewUser, User, UserChanges};
 
 use client::{Client, Reply, Retry, TOO_MANY_TRIES, map_error};
@@ -50,8 +52,10 @@ const CAPABILITIES: Capabilities = Capabilities {
     // Users are not searchable by `updated_at`: every refresh is a full one.
     incremental_sync: false,
     manager: false,
-    nested_groups: false,
-    custom_fields: false,
+    // `usergroup_ids` nests groups; Foreman refuses cycles itself (contract §6.2).
+    nested_groups: true,
+    // Custom attributes are user columns; `description` and `timezone` can be written.
+    custom_fields: true,
 };
 
 /// Facts learnt by `probe` (or on first need).
@@ -122,6 +126,40 @@ pub struct ForemanBackend {
     attributes: Vec<crate::config::CustomAttribute>,
 }
 
+/// What a usergroup's list holds: users (`user_ids`) or child groups (`usergroup_ids`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberKind {
+    User,
+    Group,
+}
+
+impl MemberKind {
+    fn key(self) -> &'static str {
+        match self {
+            MemberKind::User => "user_ids",
+            MemberKind::Group => "usergroup_ids",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            MemberKind::User => "user",
+            MemberKind::Group => "group",
+        }
+    }
+    fn plural(self) -> &'static str {
+        match self {
+            MemberKind::User => "members",
+            MemberKind::Group => "member groups",
+        }
+    }
+    fn ids(self, g: &WireGroup) -> Vec<u64> {
+        match self {
+            MemberKind::User => g.member_ids(),
+            MemberKind::Group => g.child_ids(),
+        }
+    }
+}
+
 /// Logins Foreman accepts: alphanumerics and `_ - @ . \ $ # +` (contract §5.1).
 fn valid_login(login: &str) -> bool {
     !login.is_empty()
@@ -146,10 +184,57 @@ fn ok_or_error(reply: Reply) -> BackendResult<Reply> {
     if reply.status.is_success() { Ok(reply) } else { Err(map_error(&reply)) }
 }
 
-fn user_from(value: Value) -> BackendResult<User> {
-    let wire: WireUser = serde_json::from_value(value)
-        .map_err(|e| BackendError::Protocol(format!("unreadable Foreman user object: {e}")))?;
-    Ok(wire.into_user())
+/// Foreman user columns a custom attribute may write: plain text with no other meaning to the
+/// gateway. Everything else a custom attribute names is read-only (`last_login_on`,
+/// `auth_source_name`, `effective_admin`, `mail_enabled`, ...).
+const WRITABLE_COLUMNS: &[&str] = &["description", "timezone"];
+
+/// The configured custom attributes read from a user object's columns, in canonical text.
+fn custom_from(attributes: &[CustomAttribute], raw: &Value) -> Custom {
+    let mut out = Custom::new();
+    for a in attributes {
+        let mut texts: Vec<String> = Vec::new();
+        let mut push = |v: &Value| match v {
+            Value::String(s) if a.syntax == AttributeSyntax::Date => {
+                texts.extend(wire::parse_time(s).map(|t| t.to_string()));
+            }
+            Value::String(s) if a.multi && !a.separator.is_empty() => {
+                texts.extend(s.split(a.separator.as_str()).map(|p| p.trim().to_string()));
+            }
+            Value::String(s) => texts.push(s.trim().to_string()),
+            Value::Number(n) => texts.push(n.to_string()),
+            Value::Bool(b) => texts.push(b.to_string()),
+            _ => {}
+        };
+        match raw.get(&a.field) {
+            Some(Value::Array(items)) => items.iter().for_each(&mut push),
+            Some(v) => push(v),
+            None => {}
+        }
+        let values: Vec<String> = texts.iter().filter_map(|t| canonical(a.syntax, t)).collect();
+        if !values.is_empty() {
+            out.insert(a.field.clone(), values);
+        }
+    }
+    out
+}
+
+/// The JSON value a custom attribute's canonical values are written as.
+fn custom_value(a: &CustomAttribute, values: &[String]) -> BackendResult<Value> {
+    if !WRITABLE_COLUMNS.contains(&a.field.as_str()) {
+        return Err(unsupported(format!(
+            "writing the Foreman user column {:?} (writable columns: {})",
+            a.field,
+            WRITABLE_COLUMNS.join(", ")
+        )));
+    }
+    if values.is_empty() {
+        return Ok(Value::Null);
+    }
+    if values.len() > 1 && !a.multi {
+        return Err(BackendError::Invalid(format!("{} takes one value", a.name)));
+    }
+    Ok(json!(values.join(a.separator.as_str())))
 }
 
 fn group_from(value: Value) -> BackendResult<WireGroup> {
@@ -214,6 +299,31 @@ impl ForemanBackend {
         })
     }
 
+    /// A user object (index or show shape) with the configured custom attributes.
+    fn to_user(&self, value: Value) -> BackendResult<User> {
+        let custom = custom_from(&self.attributes, &value);
+        let wire: WireUser = serde_json::from_value(value)
+            .map_err(|e| BackendError::Protocol(format!("unreadable Foreman user object: {e}")))?;
+        Ok(User { custom, ..wire.into_user() })
+    }
+
+    /// Custom attribute values to write, as `user[...]` keys.
+    fn custom_columns(
+        &self,
+        changes: &std::collections::BTreeMap<String, Option<Vec<String>>>,
+        u: &mut Map<String, Value>,
+    ) -> BackendResult<()> {
+        for (field, values) in changes {
+            let a = self
+                .attributes
+                .iter()
+                .find(|a| a.field == *field)
+                .ok_or_else(|| BackendError::Invalid(format!("{field:?} is not a configured custom attribute")))?;
+            u.insert(field.clone(), custom_value(a, values.as_deref().unwrap_or_default())?);
+        }
+        Ok(())
+    }
+
     fn detected(&self) -> Detected {
         match self.detected.read() {
             Ok(d) => *d,
@@ -267,7 +377,7 @@ impl ForemanBackend {
 
     async fn fetch_user(&self, id: u64) -> BackendResult<Option<User>> {
         match self.get(&["users", &id.to_string()], &[]).await {
-            Ok(r) => Ok(Some(user_from(r.json()?)?)),
+            Ok(r) => Ok(Some(self.to_user(r.json()?)?)),
             Err(BackendError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -326,35 +436,58 @@ impl ForemanBackend {
         locks.entry(id).or_default().clone()
     }
 
-    /// Adds or removes one member: under the group's lock, re-read the current list, change it,
-    /// PUT the whole list back, and check that Foreman stored exactly that list.
-    async fn change_member(&self, group_id: &str, user_id: &str, add: bool) -> BackendResult<()> {
-        let (Some(g), Some(u)) = (numeric_id(group_id), numeric_id(user_id)) else {
-            return Err(BackendError::NotFound(format!("user {user_id:?} or group {group_id:?}")));
+    /// Adds or removes one member (a user, or a child group): under the group's lock, re-read the
+    /// current list, change it, PUT the whole list back (quirk 1), and check that Foreman stored
+    /// exactly that list.
+    async fn change_member(&self, group_id: &str, member_id: &str, kind: MemberKind, add: bool) -> BackendResult<()> {
+        let Some(g) = numeric_id(group_id) else {
+            return Err(BackendError::NotFound(format!("no Foreman group with id {group_id:?}")));
         };
+        let Some(m) = numeric_id(member_id) else {
+            return Err(BackendError::NotFound(format!("no Foreman {} with id {member_id:?}", kind.noun())));
+        };
+        if kind == MemberKind::Group && m == g && add {
+            return Err(BackendError::Invalid(format!("group {g} cannot contain itself")));
+        }
         let lock = self.group_lock(g);
         let _held = lock.lock().await;
         let current = self.fetch_group(g).await?.ok_or_else(|| BackendError::NotFound(format!("group {g}")))?;
-        let mut ids: BTreeSet<u64> = current.member_ids().into_iter().collect();
-        if ids.contains(&u) == add {
+        let mut ids: BTreeSet<u64> = kind.ids(&current).into_iter().collect();
+        if ids.contains(&m) == add {
             return Ok(());
         }
         if add {
             // An unknown id would give a 404 that names the group (quirk 9): check first.
-            if self.fetch_user(u).await?.is_none() {
-                return Err(BackendError::NotFound(format!("user {u}")));
+            let exists = match kind {
+                MemberKind::User => self.fetch_user(m).await?.is_some(),
+                MemberKind::Group => self.fetch_group(m).await?.is_some(),
+            };
+            if !exists {
+                return Err(BackendError::NotFound(format!("{} {m}", kind.noun())));
             }
-            ids.insert(u);
+            ids.insert(m);
         } else {
-            ids.remove(&u);
+            ids.remove(&m);
         }
         let wanted: Vec<u64> = ids.iter().copied().collect();
-        let body = json!({"usergroup": {"user_ids": wanted}});
-        let reply = self.write(Method::PUT, &["usergroups", &g.to_string()], Some(&body)).await?;
-        let stored: BTreeSet<u64> = group_from(reply.json()?)?.member_ids().into_iter().collect();
+        let body = json!({"usergroup": {kind.key(): wanted}});
+        let reply = match self.write(Method::PUT, &["usergroups", &g.to_string()], Some(&body)).await {
+            Ok(r) => r,
+            // Foreman checks the whole nesting graph on every new nesting: an existing cycle
+            // anywhere refuses them all (its `EnsureNoCycle`).
+            Err(BackendError::Invalid(msg)) if kind == MemberKind::Group && msg.contains("cycle") => {
+                return Err(BackendError::Invalid(format!(
+                    "Foreman refused nesting group {m} in group {g}: {msg} (Foreman refuses any new nesting while \
+                     its groups contain a cycle anywhere)"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let stored: BTreeSet<u64> = kind.ids(&group_from(reply.json()?)?).into_iter().collect();
         if stored != ids {
             return Err(BackendError::Conflict(format!(
-                "the members of group {g} changed while they were being written; Foreman now lists {stored:?}"
+                "the {} of group {g} changed while they were being written; Foreman now lists {stored:?}",
+                kind.plural()
             )));
         }
         Ok(())
@@ -434,11 +567,7 @@ impl Backend for ForemanBackend {
 
     async fn list_users(&self) -> BackendResult<Vec<User>> {
         let items = self.list_all("users", None).await?;
-        Ok(items
-            .into_iter()
-            .filter_map(|v| serde_json::from_value::<WireUser>(v).ok())
-            .map(WireUser::into_user)
-            .collect())
+        Ok(items.into_iter().filter_map(|v| self.to_user(v).ok()).collect())
     }
 
     async fn list_users_changed_since(&self, _since: i64) -> BackendResult<Vec<User>> {
@@ -459,11 +588,7 @@ impl Backend for ForemanBackend {
         }
         // Search, not show-by-login: show is case-sensitive and reads all-digit logins as ids.
         let found = self.list_all("users", Some(format!("login = {}", quoted(login)))).await?;
-        let users: Vec<User> = found
-            .into_iter()
-            .filter_map(|v| serde_json::from_value::<WireUser>(v).ok())
-            .map(WireUser::into_user)
-            .collect();
+        let users: Vec<User> = found.into_iter().filter_map(|v| self.to_user(v).ok()).collect();
         Ok(users.into_iter().find(|u| u.login.eq_ignore_ascii_case(login)))
     }
 
@@ -500,6 +625,10 @@ impl Backend for ForemanBackend {
             )));
         }
         self.check_admin_write(user.admin)?;
+        // Checked before any call: a column that cannot be written refuses the whole create.
+        let mut extra = Map::new();
+        let custom = user.custom.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        self.custom_columns(&custom, &mut extra)?;
         if self.group_name_exists(&user.login, None).await? {
             return Err(BackendError::Conflict(format!(
                 "a Foreman user group is named {:?}; users and groups share one namespace",
@@ -526,8 +655,10 @@ impl Backend for ForemanBackend {
         if let Some(l) = user.locale.as_deref().filter(|l| !l.is_empty()) {
             u.insert("locale".into(), json!(l));
         }
+        // An empty value is simply not sent on create.
+        u.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
         let reply = self.write(Method::POST, &["users"], Some(&json!({"user": u}))).await?;
-        let created = user_from(reply.json()?)?;
+        let created = self.to_user(reply.json()?)?;
         if created.admin != user.admin {
             return Err(after_create(
                 &format!("user {}", created.id),
@@ -550,6 +681,8 @@ impl Backend for ForemanBackend {
         if changes.admin.is_some() {
             self.check_admin_write(true)?;
         }
+        let mut extra = Map::new();
+        self.custom_columns(&changes.custom, &mut extra)?;
         let current = self.fetch_user(n).await?.ok_or_else(|| BackendError::NotFound(format!("user {n}")))?;
         if changes.is_empty() {
             return Ok(current);
@@ -595,8 +728,9 @@ impl Backend for ForemanBackend {
         if let Some(a) = changes.admin {
             u.insert("admin".into(), json!(a));
         }
+        u.extend(extra);
         let reply = self.write(Method::PUT, &["users", &n.to_string()], Some(&json!({"user": u}))).await?;
-        let updated = user_from(reply.json()?)?;
+        let updated = self.to_user(reply.json()?)?;
         if let Some(a) = changes.admin
             && updated.admin != a
         {
@@ -685,6 +819,10 @@ impl Backend for ForemanBackend {
         for m in &group.members {
             ids.insert(numeric_id(m).ok_or_else(|| BackendError::NotFound(format!("user {m:?}")))?);
         }
+        let mut children = BTreeSet::new();
+        for c in &group.member_groups {
+            children.insert(numeric_id(c).ok_or_else(|| BackendError::NotFound(format!("group {c:?}")))?);
+        }
         if self.login_exists(&group.name, None).await? {
             return Err(BackendError::Conflict(format!(
                 "a Foreman user has the login {:?}; users and groups share one namespace",
@@ -696,8 +834,16 @@ impl Backend for ForemanBackend {
                 return Err(BackendError::NotFound(format!("user {id}")));
             }
         }
+        for id in &children {
+            if self.fetch_group(*id).await?.is_none() {
+                return Err(BackendError::NotFound(format!("group {id}")));
+            }
+        }
         let wanted: Vec<u64> = ids.iter().copied().collect();
-        let body = json!({"usergroup": {"name": group.name, "user_ids": wanted}});
+        let mut body = json!({"usergroup": {"name": group.name, "user_ids": wanted}});
+        if !children.is_empty() {
+            body["usergroup"]["usergroup_ids"] = json!(children.iter().copied().collect::<Vec<u64>>());
+        }
         let reply = self.write(Method::POST, &["usergroups"], Some(&body)).await?;
         Ok(group_from(reply.json()?)?.into_group())
     }
@@ -738,11 +884,24 @@ impl Backend for ForemanBackend {
     }
 
     async fn add_member(&self, group_id: &str, user_id: &str) -> BackendResult<()> {
-        self.change_member(group_id, user_id, true).await
+        self.change_member(group_id, user_id, MemberKind::User, true).await
     }
 
     async fn remove_member(&self, group_id: &str, user_id: &str) -> BackendResult<()> {
-        self.change_member(group_id, user_id, false).await
+        self.change_member(group_id, user_id, MemberKind::User, false).await
+    }
+
+    async fn add_member_group(&self, group_id: &str, child_id: &str) -> BackendResult<()> {
+        self.change_member(group_id, child_id, MemberKind::Group, true).await
+    }
+
+    async fn remove_member_group(&self, group_id: &str, child_id: &str) -> BackendResult<()> {
+        self.change_member(group_id, child_id, MemberKind::Group, false).await
+    }
+
+    /// The configured login: Foreman matches logins case-insensitively, as does the directory.
+    fn own_login(&self) -> Option<String> {
+        Some(self.client.username().to_string())
     }
 }
 

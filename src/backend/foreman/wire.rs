@@ -36,10 +36,22 @@ pub(crate) struct WireUser {
     pub created_at: Option<String>,
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// `Internal`, an LDAP source's name, or `Hidden` for Foreman's own system accounts.
+    #[serde(default)]
+    pub auth_source_name: Option<String>,
+    /// Present (show shape) when the user's auth source is the hidden one (contract §5.2).
+    #[serde(default)]
+    pub auth_source_hidden: Option<Value>,
 }
+
+/// The name of the auth source of Foreman's internal accounts (`foreman_admin`,
+/// `foreman_api_admin`); Foreman itself never lists them nor lets them log in.
+pub(crate) const HIDDEN_SOURCE: &str = "Hidden";
 
 impl WireUser {
     pub fn into_user(self) -> User {
+        let system = self.auth_source_name.as_deref() == Some(HIDDEN_SOURCE)
+            || self.auth_source_hidden.as_ref().is_some_and(|v| !v.is_null());
         User {
             id: self.id.to_string(),
             login: self.login,
@@ -52,6 +64,7 @@ impl WireUser {
             admin: self.admin,
             created: self.created_at.as_deref().and_then(parse_time),
             modified: self.updated_at.as_deref().and_then(parse_time),
+            system,
             ..Default::default()
         }
     }
@@ -69,6 +82,9 @@ pub(crate) struct WireGroup {
     pub name: String,
     #[serde(default)]
     pub users: Vec<WireMember>,
+    /// Direct child groups: groups that are members of this one (contract §6.1).
+    #[serde(default)]
+    pub usergroups: Vec<WireMember>,
     #[serde(default)]
     pub created_at: Option<String>,
     #[serde(default)]
@@ -80,18 +96,30 @@ impl WireGroup {
         self.users.iter().map(|m| m.id).collect()
     }
 
+    pub fn child_ids(&self) -> Vec<u64> {
+        self.usergroups.iter().map(|m| m.id).collect()
+    }
+
     pub fn into_group(self) -> Group {
-        let mut members: Vec<String> = self.users.iter().map(|m| m.id.to_string()).collect();
-        members.sort_by_key(|m| m.parse::<u64>().unwrap_or(u64::MAX));
+        let sorted = |list: &[WireMember]| {
+            let mut ids: Vec<u64> = list.iter().map(|m| m.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter().map(|i| i.to_string()).collect::<Vec<String>>()
+        };
+        let members = sorted(&self.users);
+        // A group listing itself (impossible through Foreman's API) would only be noise.
+        let own = self.id.to_string();
+        let member_groups = sorted(&self.usergroups).into_iter().filter(|c| *c != own).collect();
         Group {
             id: self.id.to_string(),
             name: self.name,
             // Foreman user groups have no description (contract §6.1).
             description: None,
             members,
+            member_groups,
             created: self.created_at.as_deref().and_then(parse_time),
             modified: self.updated_at.as_deref().and_then(parse_time),
-            ..Default::default()
         }
     }
 }
@@ -149,5 +177,34 @@ mod tests {
         assert_eq!((u.id.as_str(), u.first_name.as_str(), u.email.as_str()), ("5", "", ""));
         assert!(!u.active && u.admin);
         assert_eq!(u.locale, None);
+        assert!(!u.system);
+    }
+
+    #[test]
+    fn hidden_accounts_are_system_accounts() {
+        let by_name: WireUser =
+            serde_json::from_value(json!({"id": 1, "login": "foreman_admin", "auth_source_name": "Hidden"})).unwrap();
+        assert!(by_name.into_user().system);
+        let by_key: WireUser = serde_json::from_value(json!({"id": 2, "login": "foreman_api_admin",
+            "auth_source_hidden": {"id": 2, "type": "AuthSourceHidden", "name": "Hidden"}}))
+        .unwrap();
+        assert!(by_key.into_user().system);
+        let ldap: WireUser =
+            serde_json::from_value(json!({"id": 3, "login": "x", "auth_source_name": "Corp LDAP"})).unwrap();
+        assert!(!ldap.into_user().system);
+    }
+
+    #[test]
+    fn group_mapping_reads_child_groups() {
+        let w: WireGroup = serde_json::from_value(json!({"id": 12, "name": "ops",
+            "users": [{"id": 10, "login": "ckent"}, {"id": 5, "login": "jdoe"}],
+            "usergroups": [{"id": 14, "name": "b"}, {"id": 13, "name": "a"}, {"id": 12, "name": "ops"}]}))
+        .unwrap();
+        assert_eq!(w.child_ids(), vec![14, 13, 12]);
+        let g = w.into_group();
+        assert_eq!(g.members, vec!["5", "10"]);
+        assert_eq!(g.member_groups, vec!["13", "14"], "sorted, without the group itself");
+        let index: WireGroup = serde_json::from_value(json!({"id": 1, "name": "x", "admin": false})).unwrap();
+        assert!(index.into_group().member_groups.is_empty());
     }
 }
