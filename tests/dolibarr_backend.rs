@@ -19,6 +19,7 @@ fn config(sim: &DolibarrSim, key: &str) -> DolibarrConfig {
         timeout: Duration::from_secs(3),
         retries: 2,
         page_size: 100,
+        system_filter: None,
     }
 }
 
@@ -32,7 +33,7 @@ async fn dolibarr_reads_users_and_skips_specimen() {
     let b = backend(&sim);
     let users = b.list_users().await.unwrap();
     let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-    assert_eq!(ids, ["1", "2", "3", "4", "6", "7", "8", "9"]);
+    assert_eq!(ids, ["1", "2", "3", "4", "6", "7", "8", "9", "10"]);
     let jdoe = &users[1];
     assert_eq!(jdoe.login, "jdoe");
     assert_eq!(jdoe.first_name, "John");
@@ -83,12 +84,12 @@ async fn dolibarr_pages_through_users() {
     cfg.page_size = 3;
     let b = DolibarrBackend::new(&cfg).unwrap();
     let users = b.list_users().await.unwrap();
-    assert_eq!(users.len(), 13);
-    // 13 users in pages of 3: five pages, the last one short.
-    assert_eq!(sim.count("GET /users"), 5);
+    assert_eq!(users.len(), 14);
+    // 14 users in pages of 3: five pages, the last one short; plus one page of system ids.
+    assert_eq!(sim.count("GET /users"), 6);
     let mut ids: Vec<u64> = users.iter().map(|u| u.id.parse().unwrap()).collect();
     ids.dedup();
-    assert_eq!(ids.len(), 13);
+    assert_eq!(ids.len(), 14);
 }
 
 #[tokio::test]
@@ -126,10 +127,10 @@ async fn dolibarr_creates_updates_and_deletes_users() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let u = b.create_user(&new_user("newbie")).await.unwrap();
-    assert_eq!(u.id, "10");
+    assert_eq!(u.id, "11");
     assert_eq!(u.title.as_deref(), Some("Tester"));
     assert!(u.active);
-    assert_eq!(sim.user_password(10).as_deref(), Some("Long-enough-Secret-1"));
+    assert_eq!(sim.user_password(11).as_deref(), Some("Long-enough-Secret-1"));
     assert_eq!(sim.count("PUT /users/{id}"), 0);
 
     let mut off = new_user("sleeper");
@@ -157,7 +158,7 @@ async fn dolibarr_creates_updates_and_deletes_users() {
         active: Some(false),
         ..Default::default()
     };
-    let u = b.update_user("10", &changes).await.unwrap();
+    let u = b.update_user("11", &changes).await.unwrap();
     assert_eq!(u.email, "n2@example.com");
     assert_eq!(u.title, None);
     assert!(!u.active);
@@ -170,9 +171,9 @@ async fn dolibarr_creates_updates_and_deletes_users() {
         other => panic!("{other:?}"),
     }
 
-    b.delete_user("10").await.unwrap();
-    assert!(!sim.user_exists(10));
-    assert!(matches!(b.delete_user("10").await, Err(BackendError::NotFound(_))));
+    b.delete_user("11").await.unwrap();
+    assert!(!sim.user_exists(11));
+    assert!(matches!(b.delete_user("11").await, Err(BackendError::NotFound(_))));
 }
 
 #[tokio::test]
@@ -184,8 +185,8 @@ async fn dolibarr_create_follow_up_failure_is_reported() {
     sim.fail_route("PUT /users/{id}", 503);
     let e = b.create_user(&off).await.unwrap_err();
     assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
-    assert!(e.to_string().contains("user 10 was created"), "{e}");
-    assert!(sim.user_exists(10));
+    assert!(e.to_string().contains("user 11 was created"), "{e}");
+    assert!(sim.user_exists(11));
 }
 
 #[tokio::test]
@@ -355,5 +356,5 @@ async fn dolibarr_timeouts_and_outages() {
     assert!(!e.to_string().contains(sim.admin_key()));
     sim.restart().await;
     let fresh = backend(&sim);
-    assert_eq!(fresh.list_users().await.unwrap().len(), 8);
+    assert_eq!(fresh.list_users().await.unwrap().len(), 9);
 }
