@@ -270,3 +270,83 @@ async fn dolibarr_v23_group_writes_and_member_removal() {
     assert_eq!(s, 200);
     assert_eq!(sim.group_name(id), None);
 }
+
+/// What the recordings' remarks state beyond the stored exchanges (contract §12.2, §12.3, §12.5).
+#[tokio::test]
+async fn dolibarr_remarks_on_supervisor_extra_fields_and_system_accounts() {
+    use reqwest::Method;
+    for version in [Version::V22, Version::V23] {
+        let sim = DolibarrSim::start(version).await;
+        // No extra field defined: `[]`.
+        let (_, u) = call(&sim, Method::GET, "/users/2", None).await;
+        assert_eq!(u["array_options"], json!([]));
+        // The superadmin is entity "0" (a string), the gateway's admin user entity 0 (an int).
+        let (_, list) = call(&sim, Method::GET, "/users?user_ids=1,10,2&properties=id,entity,admin", None).await;
+        assert_eq!(
+            list,
+            json!([{"id": "1", "entity": "0", "admin": "1"}, {"id": "2", "entity": "1", "admin": "0"},
+                   {"id": "10", "entity": 0, "admin": "1"}])
+        );
+        let (_, only) = call(&sim, Method::GET, "/users?sqlfilters=(t.entity:=:0)&properties=id", None).await;
+        assert_eq!(only, json!([{"id": "1"}]), "the filter sees the database column");
+
+        // Supervisor: stored as given without existence check, every value <= 0 clears it.
+        for (sent, stored) in [
+            (json!(7), json!("7")),
+            (json!(2), json!("2")),
+            (json!(-1), Value::Null),
+            (json!("4"), json!("4")),
+            (json!("0"), Value::Null),
+            (json!(99999), json!("99999")),
+            (json!(""), Value::Null),
+        ] {
+            let (s, u) = call(&sim, Method::PUT, "/users/2", Some(json!({"fk_user": sent.clone()}))).await;
+            assert_eq!((s, &u["fk_user"]), (200, &stored), "fk_user {sent}");
+        }
+        call(&sim, Method::PUT, "/users/2", Some(json!({"fk_user": 3}))).await;
+        call(&sim, Method::PUT, "/users/4", Some(json!({"fk_user": 3}))).await;
+        let (_, subs) = call(&sim, Method::GET, "/users?sqlfilters=(t.fk_user:=:3)&properties=id", None).await;
+        assert_eq!(subs, json!([{"id": "2"}, {"id": "4"}]));
+        let (s, _) = call(&sim, Method::DELETE, "/users/3", None).await;
+        assert_eq!(s, 200);
+        let (_, u) = call(&sim, Method::GET, "/users/2", None).await;
+        assert_eq!(u["fk_user"], json!("3"), "the dead supervisor's id stays");
+
+        // Extra fields: all null without a row, merge on PUT, dates in two formats.
+        sim.define_extra_field("costcenter", ExtraType::Varchar);
+        sim.define_extra_field("badgeno", ExtraType::Int);
+        sim.define_extra_field("contractend", ExtraType::Date);
+        sim.define_extra_field("remote", ExtraType::Boolean);
+        let (_, u) = call(&sim, Method::GET, "/users/2", None).await;
+        assert_eq!(
+            u["array_options"],
+            json!({"options_costcenter": null, "options_badgeno": null, "options_contractend": null, "options_remote": null})
+        );
+        let put = |b: Value| call(&sim, Method::PUT, "/users/2", Some(json!({"array_options": b})));
+        let (s, u) = put(json!({"options_contractend": 1830211200, "remote": true})).await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            u["array_options"],
+            json!({"options_costcenter": null, "options_badgeno": null, "options_contractend": 1830211200, "options_remote": "1"})
+        );
+        assert_eq!(sim.extra(2, "contractend"), Some(json!("2027-12-31")));
+        let (_, u) = put(json!({"options_badgeno": "42", "options_contractend": "30/06/2027"})).await;
+        assert_eq!(u["array_options"]["options_contractend"], json!(""), "other date formats become NULL");
+        assert_eq!(u["array_options"]["options_badgeno"], json!("42"));
+        // A bad int fails the whole PUT with a bare 500 and stores nothing, other fields included.
+        let (s, body) = call(
+            &sim,
+            Method::PUT,
+            "/users/2",
+            Some(json!({"job": "changed", "array_options": {"options_costcenter": "X", "options_badgeno": "abc"}})),
+        )
+        .await;
+        assert_eq!((s, body["error"]["message"].as_str()), (500, Some("Internal Server Error")));
+        assert_eq!(sim.extra(2, "badgeno"), Some(json!(42)));
+        assert_eq!(sim.extra(2, "costcenter"), Some(Value::Null));
+        assert_ne!(sim.user_field(2, "job"), Some(json!("changed")));
+        let (_, found) =
+            call(&sim, Method::GET, "/users?sqlfilters=(ef.badgeno:=:42) and (remote:=:1)&properties=id", None).await;
+        assert_eq!(found, json!([{"id": "2"}]));
+    }
+}

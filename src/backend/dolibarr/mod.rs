@@ -201,6 +201,27 @@ impl DolibarrBackend {
         self.user_from(value).await
     }
 
+    /// Remembers the login of the key's owner (a `GET /users/info` answer): the gateway's own
+    /// account, never published, never bindable.
+    fn learn_own(&self, info: &Value) -> Option<String> {
+        let own = info.get("login").and_then(wire::str_of).filter(|l| !l.is_empty());
+        match self.own.write() {
+            Ok(mut g) => g.clone_from(&own),
+            Err(poisoned) => poisoned.into_inner().clone_from(&own),
+        }
+        own
+    }
+
+    /// Learns the own account if `probe` could not (the backend was down at start), before a
+    /// full list could publish it.
+    async fn ensure_own(&self) -> BackendResult<()> {
+        if self.own_login().is_none() {
+            let info = self.get(&["users", "info"], &[]).await?.json()?;
+            self.learn_own(&info);
+        }
+        Ok(())
+    }
+
     /// Asks Dolibarr which users the system filter selects (ids only) and remembers them.
     async fn refresh_system_ids(&self) -> BackendResult<HashSet<String>> {
         let Some(filter) = &self.system_filter else {
@@ -481,15 +502,9 @@ impl Backend for DolibarrBackend {
         }
         // Write permissions, read from the key owner's own rights (no side effects).
         let info = self.get(&["users", "info"], &[("includepermissions", "1".into())]).await?.json()?;
-        // The key's owner is the gateway's own account: never published, never bindable.
-        let own = info.get("login").and_then(wire::str_of).filter(|l| !l.is_empty());
-        match &own {
+        match self.learn_own(&info) {
             Some(l) => notes.push(format!("the API key belongs to {l}; that account is hidden")),
             None => notes.push("GET /users/info named no login: the key's own account cannot be hidden".into()),
-        }
-        match self.own.write() {
-            Ok(mut g) => *g = own,
-            Err(poisoned) => *poisoned.into_inner() = own,
         }
         let admin = info.get("admin").and_then(wire::int_of) == Some(1);
         if admin {
@@ -530,6 +545,7 @@ impl Backend for DolibarrBackend {
 
     async fn list_users(&self) -> BackendResult<Vec<User>> {
         // Each full list also refreshes which accounts are system ones (one cheap id-only call).
+        self.ensure_own().await?;
         self.refresh_system_ids().await?;
         self.list_users_filtered(&[]).await
     }
