@@ -2,14 +2,15 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use idgate::backend::dolibarr::DolibarrBackend;
 use idgate::backend::{Backend, BackendError};
-use idgate::config::{DolibarrConfig, Secret};
+use idgate::config::{AttributeSyntax, CustomAttribute, DolibarrConfig, Secret};
 use idgate::model::{GroupChanges, NewGroup, NewUser, User, UserChanges};
 use serde_json::json;
-use support::dolibarr_sim::{DolibarrSim, JDOE_PASSWORD, READER_PASSWORD, Version};
+use support::dolibarr_sim::{DolibarrSim, ExtraType, GATEWAY_LOGIN, JDOE_PASSWORD, READER_PASSWORD, Version};
 
 fn config(sim: &DolibarrSim, key: &str) -> DolibarrConfig {
     DolibarrConfig {
@@ -19,6 +20,7 @@ fn config(sim: &DolibarrSim, key: &str) -> DolibarrConfig {
         timeout: Duration::from_secs(3),
         retries: 2,
         page_size: 100,
+        system_filter: None,
     }
 }
 
@@ -32,7 +34,7 @@ async fn dolibarr_reads_users_and_skips_specimen() {
     let b = backend(&sim);
     let users = b.list_users().await.unwrap();
     let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-    assert_eq!(ids, ["1", "2", "3", "4", "6", "7", "8", "9"]);
+    assert_eq!(ids, ["1", "2", "3", "4", "6", "7", "8", "9", "10"]);
     let jdoe = &users[1];
     assert_eq!(jdoe.login, "jdoe");
     assert_eq!(jdoe.first_name, "John");
@@ -83,12 +85,12 @@ async fn dolibarr_pages_through_users() {
     cfg.page_size = 3;
     let b = DolibarrBackend::new(&cfg).unwrap();
     let users = b.list_users().await.unwrap();
-    assert_eq!(users.len(), 13);
-    // 13 users in pages of 3: five pages, the last one short.
-    assert_eq!(sim.count("GET /users"), 5);
+    assert_eq!(users.len(), 14);
+    // 14 users in pages of 3: five pages, the last one short; plus one page of system ids.
+    assert_eq!(sim.count("GET /users"), 6);
     let mut ids: Vec<u64> = users.iter().map(|u| u.id.parse().unwrap()).collect();
     ids.dedup();
-    assert_eq!(ids.len(), 13);
+    assert_eq!(ids.len(), 14);
 }
 
 #[tokio::test]
@@ -126,10 +128,10 @@ async fn dolibarr_creates_updates_and_deletes_users() {
     let sim = DolibarrSim::start(Version::V22).await;
     let b = backend(&sim);
     let u = b.create_user(&new_user("newbie")).await.unwrap();
-    assert_eq!(u.id, "10");
+    assert_eq!(u.id, "11");
     assert_eq!(u.title.as_deref(), Some("Tester"));
     assert!(u.active);
-    assert_eq!(sim.user_password(10).as_deref(), Some("Long-enough-Secret-1"));
+    assert_eq!(sim.user_password(11).as_deref(), Some("Long-enough-Secret-1"));
     assert_eq!(sim.count("PUT /users/{id}"), 0);
 
     let mut off = new_user("sleeper");
@@ -157,7 +159,7 @@ async fn dolibarr_creates_updates_and_deletes_users() {
         active: Some(false),
         ..Default::default()
     };
-    let u = b.update_user("10", &changes).await.unwrap();
+    let u = b.update_user("11", &changes).await.unwrap();
     assert_eq!(u.email, "n2@example.com");
     assert_eq!(u.title, None);
     assert!(!u.active);
@@ -170,9 +172,9 @@ async fn dolibarr_creates_updates_and_deletes_users() {
         other => panic!("{other:?}"),
     }
 
-    b.delete_user("10").await.unwrap();
-    assert!(!sim.user_exists(10));
-    assert!(matches!(b.delete_user("10").await, Err(BackendError::NotFound(_))));
+    b.delete_user("11").await.unwrap();
+    assert!(!sim.user_exists(11));
+    assert!(matches!(b.delete_user("11").await, Err(BackendError::NotFound(_))));
 }
 
 #[tokio::test]
@@ -184,8 +186,8 @@ async fn dolibarr_create_follow_up_failure_is_reported() {
     sim.fail_route("PUT /users/{id}", 503);
     let e = b.create_user(&off).await.unwrap_err();
     assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
-    assert!(e.to_string().contains("user 10 was created"), "{e}");
-    assert!(sim.user_exists(10));
+    assert!(e.to_string().contains("user 11 was created"), "{e}");
+    assert!(sim.user_exists(11));
 }
 
 #[tokio::test]
@@ -355,5 +357,295 @@ async fn dolibarr_timeouts_and_outages() {
     assert!(!e.to_string().contains(sim.admin_key()));
     sim.restart().await;
     let fresh = backend(&sim);
-    assert_eq!(fresh.list_users().await.unwrap().len(), 8);
+    assert_eq!(fresh.list_users().await.unwrap().len(), 9);
+}
+
+fn attr(field: &str, syntax: AttributeSyntax, multi: bool) -> CustomAttribute {
+    CustomAttribute {
+        name: field.into(),
+        field: field.into(),
+        scim_name: None,
+        syntax,
+        multi,
+        separator: ";".into(),
+        writable: true,
+        indexed: true,
+    }
+}
+
+/// A simulator with four user extra fields, and a backend publishing five attributes (one of them,
+/// `skills`, a multi-valued varchar); `internal` is defined in Dolibarr but not published.
+async fn with_extra_fields() -> (DolibarrSim, DolibarrBackend) {
+    let sim = DolibarrSim::start(Version::V22).await;
+    sim.define_extra_field("costcenter", ExtraType::Varchar);
+    sim.define_extra_field("badgeno", ExtraType::Int);
+    sim.define_extra_field("contractend", ExtraType::Date);
+    sim.define_extra_field("remote", ExtraType::Boolean);
+    sim.define_extra_field("skills", ExtraType::Varchar);
+    sim.define_extra_field("internal", ExtraType::Varchar);
+    let b = backend(&sim).with_attributes(&[
+        attr("costcenter", AttributeSyntax::String, false),
+        attr("badgeno", AttributeSyntax::Integer, false),
+        attr("contractend", AttributeSyntax::Date, false),
+        attr("remote", AttributeSyntax::Boolean, false),
+        attr("skills", AttributeSyntax::String, true),
+    ]);
+    (sim, b)
+}
+
+fn custom(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+}
+
+#[tokio::test]
+async fn dolibarr_manager_is_fk_user() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    assert!(b.capabilities().manager);
+    sim.set_user_field(2, "fk_user", json!("7"));
+    assert_eq!(b.get_user("2").await.unwrap().unwrap().manager.as_deref(), Some("7"));
+    for none in [json!(null), json!("0"), json!(""), json!(0), json!(-1)] {
+        sim.set_user_field(2, "fk_user", none.clone());
+        assert_eq!(b.get_user("2").await.unwrap().unwrap().manager, None, "{none}");
+    }
+
+    let set = |m: Option<&str>| UserChanges { manager: Some(m.map(String::from)), ..Default::default() };
+    let u = b.update_user("2", &set(Some("3"))).await.unwrap();
+    assert_eq!(u.manager.as_deref(), Some("3"));
+    assert_eq!(sim.user_field(2, "fk_user"), Some(json!("3")));
+    let u = b.update_user("2", &set(None)).await.unwrap();
+    assert_eq!(u.manager, None);
+    assert_eq!(sim.user_field(2, "fk_user"), Some(json!(null)));
+
+    // A supervisor deleted in the ERP leaves its id behind.
+    b.update_user("4", &set(Some("3"))).await.unwrap();
+    sim.delete_user(3);
+    assert_eq!(b.get_user("4").await.unwrap().unwrap().manager.as_deref(), Some("3"));
+    let subordinates = b.list_users().await.unwrap().into_iter().filter(|u| u.manager.is_some()).count();
+    assert_eq!(subordinates, 1);
+
+    // Created with a manager: the follow-up PUT sets it (POST with fk_user is not recorded).
+    sim.reset_counts();
+    let mut n = new_user("managed");
+    n.manager = Some("7".into());
+    let u = b.create_user(&n).await.unwrap();
+    assert_eq!(u.manager.as_deref(), Some("7"));
+    assert_eq!((sim.count("POST /users"), sim.count("PUT /users/{id}")), (1, 1));
+    // Without manager or extra fields: no follow-up.
+    b.create_user(&new_user("plain")).await.unwrap();
+    assert_eq!(sim.count("PUT /users/{id}"), 1);
+
+    // Not a Dolibarr id: refused before any call.
+    sim.reset_counts();
+    for bad in ["abc", "0", "-3", "1e3"] {
+        match b.update_user("2", &set(Some(bad))).await {
+            Err(BackendError::Invalid(m)) => assert!(m.contains("not a Dolibarr user id"), "{m}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    assert_eq!(sim.total_requests(), 0);
+}
+
+#[tokio::test]
+async fn dolibarr_extra_fields_read_in_canonical_form() {
+    let (sim, b) = with_extra_fields().await;
+    assert!(b.capabilities().custom_fields);
+    // Users without an extra-field row: nothing.
+    assert!(b.list_users().await.unwrap().iter().all(|u| u.custom.is_empty()));
+    sim.set_extra(2, "costcenter", json!("CC-100"));
+    sim.set_extra(2, "badgeno", json!(4711));
+    sim.set_extra(2, "contractend", json!("2027-06-30"));
+    sim.set_extra(2, "remote", json!(0));
+    sim.set_extra(2, "skills", json!("rust;ldap; scim"));
+    sim.set_extra(2, "internal", json!("never published"));
+    let want = custom(&[
+        ("costcenter", &["CC-100"]),
+        ("badgeno", &["4711"]),
+        ("contractend", &["1814313600"]),
+        ("remote", &["false"]),
+        ("skills", &["rust", "ldap", "scim"]),
+    ]);
+    assert_eq!(b.get_user("2").await.unwrap().unwrap().custom, want);
+    assert_eq!(b.find_user_by_login("jdoe").await.unwrap().unwrap().custom, want);
+    let listed = b.list_users().await.unwrap();
+    assert_eq!(listed.iter().find(|u| u.id == "2").unwrap().custom, want);
+    // A row without values (dates then read "") publishes nothing.
+    for code in ["costcenter", "badgeno", "contractend", "remote", "skills"] {
+        sim.set_extra(2, code, json!(null));
+    }
+    assert!(b.get_user("2").await.unwrap().unwrap().custom.is_empty());
+    // A backend configured without attributes publishes none.
+    sim.set_extra(2, "costcenter", json!("CC-100"));
+    assert!(backend(&sim).get_user("2").await.unwrap().unwrap().custom.is_empty());
+}
+
+#[tokio::test]
+async fn dolibarr_extra_fields_written_in_wire_types() {
+    let (sim, b) = with_extra_fields().await;
+    let write = |pairs: &[(&str, Option<&[&str]>)]| UserChanges {
+        custom: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(|v| v.iter().map(|s| s.to_string()).collect())))
+            .collect(),
+        ..Default::default()
+    };
+    let u = b
+        .update_user(
+            "2",
+            &write(&[
+                ("costcenter", Some(&["CC-7"])),
+                ("badgeno", Some(&["-12"])),
+                ("contractend", Some(&["1830211200"])),
+                ("remote", Some(&["true"])),
+                ("skills", Some(&["a", "b c"])),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        u.custom,
+        custom(&[
+            ("costcenter", &["CC-7"]),
+            ("badgeno", &["-12"]),
+            ("contractend", &["1830211200"]),
+            ("remote", &["true"]),
+            ("skills", &["a", "b c"]),
+        ])
+    );
+    assert_eq!(sim.extra(2, "badgeno"), Some(json!(-12)));
+    assert_eq!(sim.extra(2, "contractend"), Some(json!("2027-12-31")));
+    assert_eq!(sim.extra(2, "remote"), Some(json!(1)));
+    assert_eq!(sim.extra(2, "skills"), Some(json!("a;b c")));
+
+    // Merge: one field changes, one is cleared, the others stay.
+    let u = b.update_user("2", &write(&[("costcenter", Some(&["CC-8"])), ("badgeno", None)])).await.unwrap();
+    assert_eq!(u.custom.get("costcenter").map(Vec::as_slice), Some(&["CC-8".to_string()][..]));
+    assert!(!u.custom.contains_key("badgeno"));
+    assert_eq!(sim.extra(2, "badgeno"), Some(json!(null)));
+    assert_eq!(u.custom.get("remote").map(Vec::as_slice), Some(&["true".to_string()][..]));
+
+    // Created with extra fields: POST, then one PUT with them.
+    sim.reset_counts();
+    let mut n = new_user("withextras");
+    n.custom = custom(&[("costcenter", &["CC-9"]), ("badgeno", &["12"])]);
+    n.active = false;
+    let created = b.create_user(&n).await.unwrap();
+    assert_eq!(created.custom, custom(&[("costcenter", &["CC-9"]), ("badgeno", &["12"])]));
+    assert!(!created.active);
+    assert_eq!((sim.count("POST /users"), sim.count("PUT /users/{id}")), (1, 1));
+
+    // Hostile values the backend refuses before calling.
+    sim.reset_counts();
+    for (field, v) in [
+        ("badgeno", "12abc"),
+        ("badgeno", "9999999999"),
+        ("contractend", "2027-06-30"),
+        ("contractend", "99999999999999"),
+        ("remote", "maybe"),
+        ("internal", "not published"),
+    ] {
+        let r = b.update_user("2", &write(&[(field, Some(&[v]))])).await;
+        assert!(matches!(r, Err(BackendError::Invalid(_))), "{field}={v}: {r:?}");
+    }
+    assert_eq!(sim.total_requests(), 0);
+}
+
+#[tokio::test]
+async fn dolibarr_extra_field_refused_by_dolibarr_is_a_clear_error() {
+    // Misconfigured: badgeno is an int in Dolibarr but declared a string here. Dolibarr answers a
+    // bare 500 and stores nothing.
+    let sim = DolibarrSim::start(Version::V22).await;
+    sim.define_extra_field("badgeno", ExtraType::Int);
+    sim.set_extra(2, "badgeno", json!(4711));
+    let b = backend(&sim).with_attributes(&[attr("badgeno", AttributeSyntax::String, false)]);
+    let changes = UserChanges {
+        title: Some(Some("changed".into())),
+        custom: [("badgeno".to_string(), Some(vec!["abc".to_string()]))].into(),
+        ..Default::default()
+    };
+    match b.update_user("2", &changes).await {
+        Err(BackendError::Invalid(m)) => {
+            assert!(m.contains("extra-field value") && m.contains("nothing stored"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.extra(2, "badgeno"), Some(json!(4711)));
+    assert_eq!(sim.user_field(2, "job"), Some(json!("Engineer")), "nothing else changed either");
+    // A bare 500 without extra fields stays what it is: the server failing.
+    sim.fail_route("PUT /users/{id}", 500);
+    let r = b.update_user("2", &UserChanges { title: Some(Some("x".into())), ..Default::default() }).await;
+    assert!(matches!(r, Err(BackendError::Unavailable(_))), "{r:?}");
+    // On create, the user exists and the error says so.
+    let mut n = new_user("badextra");
+    n.custom = custom(&[("badgeno", &["abc"])]);
+    match b.create_user(&n).await {
+        Err(BackendError::Invalid(m)) => assert!(m.contains("was created") && m.contains("extra-field"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dolibarr_system_accounts_and_own_account() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    assert_eq!(b.own_login(), None, "known only after probe");
+    // Before any full list, a single read asks for the system ids once.
+    assert!(b.get_user("1").await.unwrap().unwrap().system);
+    assert!(!b.find_user_by_login("jdoe").await.unwrap().unwrap().system);
+    let r = b.probe().await.unwrap();
+    assert_eq!(b.own_login().as_deref(), Some(GATEWAY_LOGIN));
+    assert!(r.notes.iter().any(|n| n.contains("idgate") && n.contains("hidden")), "{:?}", r.notes);
+    assert!(r.notes.iter().any(|n| n.contains("(t.entity:=:0) selects 1 account")), "{:?}", r.notes);
+    assert!(r.capabilities.manager && r.capabilities.custom_fields);
+
+    sim.reset_counts();
+    let users = b.list_users().await.unwrap();
+    let system: Vec<&str> = users.iter().filter(|u| u.system).map(|u| u.login.as_str()).collect();
+    // The superadmin only: the gateway's account is hidden as the own account, opsadmin is a person.
+    assert_eq!(system, ["admin"]);
+    assert_eq!(sim.count("GET /users"), 2, "one list plus one id-only call");
+    // Delta reads use the ids of the last full list.
+    sim.set_user_modified(1, 1795407481);
+    let changed = b.list_users_changed_since(1795407480).await.unwrap();
+    assert!(changed.iter().find(|u| u.id == "1").unwrap().system);
+
+    // A filter of one's own; an empty one marks nobody and costs nothing.
+    let mut cfg = config(&sim, sim.admin_key());
+    cfg.system_filter = Some("(t.login:in:'opsadmin','reader')".into());
+    let custom_filter = DolibarrBackend::new(&cfg).unwrap();
+    let mut system: Vec<String> =
+        custom_filter.list_users().await.unwrap().into_iter().filter(|u| u.system).map(|u| u.login).collect();
+    system.sort();
+    assert_eq!(system, ["opsadmin", "reader"]);
+    cfg.system_filter = Some(" ".into());
+    let none = DolibarrBackend::new(&cfg).unwrap();
+    sim.reset_counts();
+    assert!(none.list_users().await.unwrap().iter().all(|u| !u.system));
+    assert_eq!(sim.count("GET /users"), 1);
+
+    // A filter Dolibarr refuses: probe says so, and reads fail rather than publish system accounts.
+    for bad in ["(t.nosuch:=:1)", "t.entity = 0 (", "(t.login:=:\"x\")"] {
+        cfg.system_filter = Some(bad.into());
+        let b = DolibarrBackend::new(&cfg).unwrap();
+        let r = b.probe().await.unwrap();
+        assert!(r.notes.iter().any(|n| n.contains("system_filter")), "{bad}: {:?}", r.notes);
+        let e = b.list_users().await.unwrap_err();
+        assert!(e.to_string().contains("system_filter"), "{bad}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn dolibarr_own_account_is_learnt_without_probe() {
+    let sim = DolibarrSim::start(Version::V22).await;
+    let b = backend(&sim);
+    // The probe at start failed (outage); the first full list still learns the key's owner.
+    sim.fail_next(3, 503);
+    assert!(b.probe().await.is_err());
+    sim.clear_failures();
+    assert_eq!(b.own_login(), None);
+    b.list_users().await.unwrap();
+    assert_eq!(b.own_login().as_deref(), Some(GATEWAY_LOGIN));
+    sim.reset_counts();
+    b.list_users().await.unwrap();
+    assert_eq!(sim.count("GET /users/info"), 0, "asked once");
 }

@@ -433,6 +433,10 @@ pub struct DolibarrConfig {
     /// Page size for list calls.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// The backend's system accounts, as a Dolibarr `sqlfilters` expression on `llx_user` (alias
+    /// `t`). Unset: `(t.entity:=:0)`, the install-time superadmin. Empty: none.
+    #[serde(default)]
+    pub system_filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

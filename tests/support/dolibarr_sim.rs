@@ -19,7 +19,13 @@ pub enum Version {
     V23,
 }
 
+/// Key of the install-time superadmin (id 1, entity "0"), with which the §11 recordings were made.
 pub const ADMIN_KEY: &str = "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a1";
+/// Key of `idgate` (id 10), the admin account the gateway uses (`DolibarrSim::admin_key`).
+pub const GATEWAY_KEY: &str = "e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e010";
+pub const GATEWAY_ID: u64 = 10;
+pub const GATEWAY_LOGIN: &str = "idgate";
+pub const GATEWAY_PASSWORD: &str = "Gateway-Secret-1";
 pub const READER_KEY: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b7";
 pub const NORIGHTS_KEY: &str = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c8";
 pub const OPSADMIN_KEY: &str = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d9";
@@ -46,6 +52,17 @@ struct SimUser {
     pass: Option<String>,
     api_key: Option<String>,
     rights: BTreeSet<u32>,
+    /// The user's `llx_user_extrafields` row (code -> column value); `None`: no row.
+    extra: Option<BTreeMap<String, Value>>,
+}
+
+/// Types of user extra fields the simulator knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraType {
+    Varchar,
+    Int,
+    Date,
+    Boolean,
 }
 
 impl SimUser {
@@ -95,6 +112,8 @@ struct State {
     utc_offset: i64,
     stopped: bool,
     key_counter: u64,
+    /// Defined user extra fields, in definition order.
+    extra_fields: Vec<(String, ExtraType)>,
 }
 
 /// A running simulator. Dropping it stops the server.
@@ -140,6 +159,31 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// `YYYY-MM-DD` of a Unix time (UTC).
+fn unix_to_date(unix: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::OffsetDateTime::from_unix_timestamp(unix).map(|t| t.format(&fmt).unwrap_or_default()).unwrap_or_default()
+}
+
+/// Midnight UTC of a `YYYY-MM-DD` date.
+fn date_to_unix(d: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(d, &fmt).ok().map(|d| d.midnight().assume_utc().unix_timestamp())
+}
+
+/// `fk_user` as stored: any value that is not a positive number is NULL (contract §12.3).
+fn supervisor(v: &Value) -> Value {
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n > 0 => json!(n.to_string()),
+        _ => Value::Null,
+    }
+}
+
 /// Dolibarr's `alphanohtml` sanitizer, roughly: tags removed.
 fn strip_html(s: &str) -> String {
     let mut out = String::new();
@@ -173,6 +217,7 @@ impl State {
             utc_offset: 0,
             stopped: false,
             key_counter: 0,
+            extra_fields: Vec::new(),
         };
         let admin = st.insert_user(
             json!({"login": "admin", "lastname": "SuperAdmin", "admin": "1", "entity": "0"}),
@@ -216,6 +261,15 @@ impl State {
         if let Some(u) = st.users.get_mut(&ops) {
             u.api_key = Some(OPSADMIN_KEY.into());
         }
+        // The gateway's own API user: an admin of entity 1 (reported as entity 0, an int).
+        let gw = st.insert_user(
+            json!({"login": GATEWAY_LOGIN, "lastname": "Gateway", "email": "idgate@example.com", "admin": "1"}),
+            Some(GATEWAY_PASSWORD),
+        );
+        debug_assert_eq!(gw, GATEWAY_ID);
+        if let Some(u) = st.users.get_mut(&gw) {
+            u.api_key = Some(GATEWAY_KEY.into());
+        }
         st.insert_group("developers", &[2, 7]);
         st.insert_group("sales", &[2]);
         st.insert_group("empty-group", &[]);
@@ -240,8 +294,67 @@ impl State {
                 obj.insert(k, v);
             }
         }
-        self.users.insert(id, SimUser { obj, pass: pass.map(String::from), api_key: None, rights: BTreeSet::new() });
+        self.users.insert(
+            id,
+            SimUser { obj, pass: pass.map(String::from), api_key: None, rights: BTreeSet::new(), extra: None },
+        );
         id
+    }
+
+    /// `array_options` as Dolibarr renders it: `[]` without extra fields, all null without a row,
+    /// int as a string, date as Unix seconds (server-local midnight) or `""`.
+    fn render_options(&self, u: &SimUser) -> Value {
+        if self.extra_fields.is_empty() {
+            return json!([]);
+        }
+        let mut m = Map::new();
+        for (code, ty) in &self.extra_fields {
+            let v = match &u.extra {
+                None => Value::Null,
+                Some(row) => match (ty, row.get(code).unwrap_or(&Value::Null)) {
+                    (ExtraType::Date, Value::String(d)) => {
+                        date_to_unix(d).map(|t| json!(t - self.utc_offset)).unwrap_or(json!(""))
+                    }
+                    (ExtraType::Date, _) => json!(""),
+                    (_, Value::Null) => Value::Null,
+                    (_, Value::Number(n)) => json!(n.to_string()),
+                    (_, other) => other.clone(),
+                },
+            };
+            m.insert(format!("options_{code}"), v);
+        }
+        Value::Object(m)
+    }
+
+    fn extra_type(&self, code: &str) -> Option<ExtraType> {
+        self.extra_fields.iter().find(|(c, _)| c == code).map(|(_, t)| *t)
+    }
+
+    /// The column value Dolibarr would store for a written extra-field value; `Err` where it
+    /// fails the whole update (a non-numeric int).
+    fn extra_column(&self, ty: ExtraType, v: &Value) -> Result<Value, ()> {
+        let text = match v {
+            Value::Null => return Ok(Value::Null),
+            Value::String(s) => s.trim().to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => (if *b { "1" } else { "0" }).to_string(),
+            _ => return Err(()),
+        };
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        match ty {
+            ExtraType::Varchar => Ok(json!(strip_html(&text))),
+            ExtraType::Int | ExtraType::Boolean => text.parse::<i64>().map(|n| json!(n)).map_err(|_| ()),
+            ExtraType::Date => Ok(if let Ok(n) = text.parse::<i64>() {
+                json!(unix_to_date(n + self.utc_offset))
+            } else if date_to_unix(&text).is_some() {
+                json!(text)
+            } else {
+                // Any other format is silently stored as NULL (contract §12.2).
+                Value::Null
+            }),
+        }
     }
 
     fn insert_group(&mut self, name: &str, members: &[u64]) -> u64 {
@@ -263,6 +376,11 @@ impl State {
 
     fn render_user(&self, u: &SimUser, with_perms: bool) -> Value {
         let mut o = u.obj.clone();
+        // Without multicompany, User::fetch reports admins of entity 1 as entity 0, an int (§12.5).
+        if u.admin() && u.s("entity") == "1" {
+            o.insert("entity".into(), json!(0));
+        }
+        o.insert("array_options".into(), self.render_options(u));
         let mut rights =
             json!({"user": {"user": {}, "self": {}, "user_advance": {}, "self_advance": {}, "group_advance": {}}});
         if with_perms {
@@ -569,9 +687,21 @@ fn user_column(st: &State, u: &SimUser, col: &str) -> Option<Value> {
         "t.lang" => "lang",
         "t.gender" => "gender",
         "t.fk_soc" => return Some(Value::Null),
+        "t.fk_user" => "fk_user",
+        "t.api_key" => {
+            return Some(u.api_key.as_ref().map(|k| json!(format!("dolcrypt:AES-256-CTR:{k}"))).unwrap_or(Value::Null));
+        }
+        "t.pass_crypted" => return Some(u.pass.as_ref().map(|_| json!("$2y$10$placeholder")).unwrap_or(Value::Null)),
         "t.datec" => return Some(json!(local_datetime(u.obj.get("datec")?.as_i64()? + st.utc_offset))),
         "t.tms" => return Some(json!(local_datetime(u.obj.get("datem")?.as_i64()? + st.utc_offset))),
-        _ => return None,
+        other => {
+            // Extra fields: `ef.<code>`, or the bare code (contract §12.2).
+            let code = other.strip_prefix("ef.").unwrap_or(other);
+            if code.contains('.') || st.extra_type(code).is_none() {
+                return None;
+            }
+            return Some(u.extra.as_ref().and_then(|row| row.get(code).cloned()).unwrap_or(Value::Null));
+        }
     };
     Some(u.obj.get(key).cloned().unwrap_or(Value::Null))
 }
@@ -606,7 +736,12 @@ impl DolibarrSim {
     pub fn url(&self) -> String {
         format!("http://{}", self.server.addr())
     }
+    /// The key the gateway uses: the admin account `idgate` (id 10).
     pub fn admin_key(&self) -> &'static str {
+        GATEWAY_KEY
+    }
+    /// The key of the install-time superadmin (id 1).
+    pub fn superadmin_key(&self) -> &'static str {
         ADMIN_KEY
     }
     pub fn reader_key(&self) -> &'static str {
@@ -741,6 +876,45 @@ impl DolibarrSim {
         for g in st.groups.values_mut() {
             g.members.remove(&id);
         }
+    }
+    /// Adds a user with this rowid and these stored fields (strings, as the database returns them).
+    pub fn add_user_at(&self, id: u64, fields: Value, password: Option<&str>) {
+        let mut st = self.st();
+        let next = st.next_user;
+        st.next_user = id;
+        st.insert_user(fields, password);
+        st.next_user = next.max(id + 1);
+    }
+    /// Defines a user extra field (`llx_extrafields`); every user object then carries it.
+    pub fn define_extra_field(&self, code: &str, ty: ExtraType) {
+        let mut st = self.st();
+        st.extra_fields.retain(|(c, _)| c != code);
+        st.extra_fields.push((code.to_string(), ty));
+        for u in st.users.values_mut() {
+            if let Some(row) = &mut u.extra {
+                row.insert(code.to_string(), Value::Null);
+            }
+        }
+    }
+    /// Sets one extra-field column as stored (varchar: string, int: number, date: `YYYY-MM-DD`),
+    /// creating the user's extra-field row if needed.
+    pub fn set_extra(&self, id: u64, code: &str, column: Value) {
+        let mut st = self.st();
+        let defined: Vec<String> = st.extra_fields.iter().map(|(c, _)| c.clone()).collect();
+        if let Some(u) = st.users.get_mut(&id) {
+            let row = u.extra.get_or_insert_with(|| defined.iter().map(|c| (c.clone(), Value::Null)).collect());
+            row.insert(code.to_string(), column);
+        }
+    }
+    /// Removes a user's extra-field row (every option then reads null).
+    pub fn drop_extra_row(&self, id: u64) {
+        if let Some(u) = self.st().users.get_mut(&id) {
+            u.extra = None;
+        }
+    }
+    /// One extra-field column as stored (`None` when the user has no row or no such user).
+    pub fn extra(&self, id: u64, code: &str) -> Option<Value> {
+        self.st().users.get(&id).and_then(|u| u.extra.as_ref()?.get(code).cloned())
     }
     /// Sets the next rowid (ids have gaps after failed creates).
     pub fn set_next_user_id(&self, id: u64) {
@@ -1054,6 +1228,10 @@ const WRITABLE: &[&str] = &[
 ];
 
 /// Stored form of a written value: strings sanitized, numbers read back as strings.
+fn stored_as(k: &str, v: &Value) -> Value {
+    if k == "fk_user" { supervisor(v) } else { stored(v) }
+}
+
 fn stored(v: &Value) -> Value {
     match v {
         Value::String(s) => json!(strip_html(s).trim()),
@@ -1136,8 +1314,12 @@ fn api(
                 }
             };
             let sortfield = q.get("sortfield").cloned().unwrap_or_else(|| "t.rowid".into());
+            let only: Option<BTreeSet<u64>> = q
+                .get("user_ids")
+                .filter(|s| !s.is_empty())
+                .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect());
             let mut rows: Vec<&SimUser> = Vec::new();
-            for u in st.users.values() {
+            for u in st.users.values().filter(|u| only.as_ref().is_none_or(|o| o.contains(&u.id()))) {
                 if let Some(e) = &filter {
                     match eval(e, &|c| user_column(st, u, c)) {
                         Ok(true) => rows.push(u),
@@ -1246,7 +1428,7 @@ fn api(
             let mut fields = Map::new();
             for (k, v) in &b {
                 if WRITABLE.contains(&k.as_str()) {
-                    fields.insert(k.clone(), stored(v));
+                    fields.insert(k.clone(), stored_as(k, v));
                 }
             }
             let id = st.insert_user(Value::Object(fields), pass.as_deref());
@@ -1283,6 +1465,19 @@ fn api(
             {
                 return err(ctx, 500, &format!("Duplicate entry '{l}-1' for key 'uk_user_login'"));
             }
+            // Extra fields merge into the row; keys with or without `options_`, unknown ones ignored.
+            // A non-numeric int fails the whole update with a bare 500, nothing stored (§12.2).
+            let mut options = Vec::new();
+            if let Some(Value::Object(opts)) = b.get("array_options") {
+                for (k, v) in opts {
+                    let code = k.strip_prefix("options_").unwrap_or(k);
+                    let Some(ty) = st.extra_type(code) else { continue };
+                    match st.extra_column(ty, v) {
+                        Ok(col) => options.push((code.to_string(), col)),
+                        Err(()) => return err_with(ctx, 500, None, &[]),
+                    }
+                }
+            }
             if let Some(p) = b.get("pass").and_then(Value::as_str) {
                 if n != caller && !can(PERM_PASSWORD) {
                     return err(ctx, 403, "You are not allowed to modify password of other users");
@@ -1297,10 +1492,15 @@ fn api(
                 }
             }
             let status = b.get("statut").or_else(|| b.get("status")).map(stored);
+            let defined: Vec<String> = st.extra_fields.iter().map(|(c, _)| c.clone()).collect();
             if let Some(u) = st.users.get_mut(&n) {
+                if !options.is_empty() {
+                    let row = u.extra.get_or_insert_with(|| defined.iter().map(|c| (c.clone(), Value::Null)).collect());
+                    row.extend(options);
+                }
                 for (k, v) in &b {
                     if WRITABLE.contains(&k.as_str()) {
-                        u.obj.insert(k.clone(), stored(v));
+                        u.obj.insert(k.clone(), stored_as(k, v));
                     }
                 }
                 if let Some(s) = status {

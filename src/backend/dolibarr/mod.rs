@@ -4,8 +4,10 @@
 //! quirks where the code works around them.
 
 mod client;
+mod extra;
 mod wire;
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
@@ -45,10 +47,16 @@ const V22_CAPABILITIES: Capabilities = Capabilities {
     external_id: false,
     employee_number: true,
     incremental_sync: true,
-    manager: false,
+    // fk_user, stored without any existence check (contract §12.3).
+    manager: true,
     nested_groups: false,
-    custom_fields: false,
+    // User extra fields through `array_options` (contract §12.2).
+    custom_fields: true,
 };
+
+/// The install-time superadmin lives in entity 0 (contract §12.5); the filter sees the database
+/// column, unlike the JSON, where admins of entity 1 are reported as entity 0 too.
+const DEFAULT_SYSTEM_FILTER: &str = "(t.entity:=:0)";
 
 /// Facts learnt by `probe`.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +77,12 @@ pub struct DolibarrBackend {
     /// The configured custom attributes (`[[directory.attributes]]`): which fields to publish, in
     /// which syntax.
     attributes: Vec<crate::config::CustomAttribute>,
+    /// `sqlfilters` selecting the system accounts; `None`: there are none.
+    system_filter: Option<String>,
+    /// Ids the filter selected at the last full list; `None` until it ran once.
+    system_ids: RwLock<Option<HashSet<String>>>,
+    /// Login of the key's owner, learnt by `probe` from `GET /users/info`.
+    own: RwLock<Option<String>>,
 }
 
 impl DolibarrBackend {
@@ -81,8 +95,16 @@ impl DolibarrBackend {
     /// Builds the backend; no network call happens until the first request or `probe`.
     pub fn new(cfg: &DolibarrConfig) -> Result<DolibarrBackend, BackendError> {
         let client = Client::new(cfg)?;
+        let system_filter = match cfg.system_filter.as_deref().map(str::trim) {
+            None => Some(DEFAULT_SYSTEM_FILTER.to_string()),
+            Some("") => None,
+            Some(f) => Some(f.to_string()),
+        };
         Ok(DolibarrBackend {
             attributes: Vec::new(),
+            system_filter,
+            system_ids: RwLock::new(None),
+            own: RwLock::new(None),
             client,
             instance: cfg.url.trim_end_matches('/').to_string(),
             page_size: cfg.page_size.max(1),
@@ -148,12 +170,116 @@ impl DolibarrBackend {
 
     async fn list_users_filtered(&self, extra: &[(&str, String)]) -> BackendResult<Vec<User>> {
         let items = self.list_all(&["users"], extra).await?;
-        Ok(items.into_iter().filter_map(|v| serde_json::from_value::<WireUser>(v).ok()?.into_user()).collect())
+        let system = self.system_ids().await?;
+        Ok(items.into_iter().filter_map(|v| self.model_user(v, &system)).collect())
+    }
+
+    /// The model user of a wire object: extra fields as configured, the system flag from `system`.
+    /// `None` for the specimen, objects without a real id and unreadable objects.
+    fn model_user(&self, value: Value, system: &HashSet<String>) -> Option<User> {
+        let mut wire: WireUser = serde_json::from_value(value).ok()?;
+        let options = std::mem::take(&mut wire.array_options);
+        let mut u = wire.into_user()?;
+        u.custom = extra::read(&self.attributes, &options);
+        u.system = system.contains(&u.id);
+        Some(u)
+    }
+
+    /// One user object answered by Dolibarr, which must be a real user.
+    async fn user_from(&self, value: Value) -> BackendResult<User> {
+        let system = self.system_ids().await?;
+        if !value.is_object() {
+            return Err(BackendError::Protocol(format!("expected a user object, got {}", kind_of(&value))));
+        }
+        self.model_user(value, &system).ok_or_else(|| {
+            BackendError::Protocol("Dolibarr returned an unreadable user or one without a real id".into())
+        })
     }
 
     async fn fetch_user(&self, id: &str) -> BackendResult<User> {
         let value = self.get(&["users", id], &[]).await?.json()?;
-        user_from(value)
+        self.user_from(value).await
+    }
+
+    /// Remembers the login of the key's owner (a `GET /users/info` answer): the gateway's own
+    /// account, never published, never bindable.
+    fn learn_own(&self, info: &Value) -> Option<String> {
+        let own = info.get("login").and_then(wire::str_of).filter(|l| !l.is_empty());
+        match self.own.write() {
+            Ok(mut g) => g.clone_from(&own),
+            Err(poisoned) => poisoned.into_inner().clone_from(&own),
+        }
+        own
+    }
+
+    /// Learns the own account if `probe` could not (the backend was down at start), before a
+    /// full list could publish it.
+    async fn ensure_own(&self) -> BackendResult<()> {
+        if self.own_login().is_none() {
+            let info = self.get(&["users", "info"], &[]).await?.json()?;
+            self.learn_own(&info);
+        }
+        Ok(())
+    }
+
+    /// Asks Dolibarr which users the system filter selects (ids only) and remembers them.
+    async fn refresh_system_ids(&self) -> BackendResult<HashSet<String>> {
+        let Some(filter) = &self.system_filter else {
+            return Ok(HashSet::new());
+        };
+        let query = [("sqlfilters", filter.clone()), ("properties", "id".to_string())];
+        let items = self.list_all(&["users"], &query).await.map_err(|e| {
+            with_context(e, |m| format!("the system-account filter {filter} (dolibarr system_filter) failed: {m}"))
+        })?;
+        let ids: HashSet<String> = items
+            .iter()
+            .filter_map(|u| u.get("id").and_then(wire::str_of))
+            .filter(|id| real_id(Some(id)).is_some())
+            .collect();
+        match self.system_ids.write() {
+            Ok(mut g) => *g = Some(ids.clone()),
+            Err(poisoned) => *poisoned.into_inner() = Some(ids.clone()),
+        }
+        Ok(ids)
+    }
+
+    /// The system ids of the last full list; fetched now if there was none yet, so that no read
+    /// publishes a system account as a person.
+    async fn system_ids(&self) -> BackendResult<HashSet<String>> {
+        let known = match self.system_ids.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match known {
+            Some(ids) => Ok(ids),
+            None => self.refresh_system_ids().await,
+        }
+    }
+
+    /// The `fk_user` and `array_options` members of a user write.
+    fn profile_extras(
+        &self,
+        body: &mut Map<String, Value>,
+        manager: Option<Option<&str>>,
+        custom: &BTreeMap<String, Option<Vec<String>>>,
+    ) -> BackendResult<()> {
+        match manager {
+            None => {}
+            // null clears it (so do 0, "", "0" and -1: contract §12.3).
+            Some(None) => {
+                body.insert("fk_user".into(), Value::Null);
+            }
+            Some(Some(m)) => {
+                let n = numeric_id(m)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| BackendError::Invalid(format!("manager {m:?} is not a Dolibarr user id")))?;
+                body.insert("fk_user".into(), json!(n));
+            }
+        }
+        if !custom.is_empty() {
+            body.insert("array_options".into(), Value::Object(extra::write(&self.attributes, custom)?));
+        }
+        Ok(())
     }
 
     async fn fetch_group(&self, id: &str) -> BackendResult<Option<Group>> {
@@ -213,10 +339,34 @@ fn ok_or_error(op: Op, reply: Reply) -> BackendResult<Reply> {
     if reply.status.is_success() { Ok(reply) } else { Err(map_error(op, &reply)) }
 }
 
-fn user_from(value: Value) -> BackendResult<User> {
-    let wire: WireUser =
-        serde_json::from_value(value).map_err(|e| BackendError::Protocol(format!("unreadable user object: {e}")))?;
-    wire.into_user().ok_or_else(|| BackendError::Protocol("Dolibarr returned a user without a real id".into()))
+/// A bare 500 on a PUT carrying extra fields: Dolibarr gives no reason (contract §12.2: a value
+/// its column cannot take); a failing blocking webhook answers the same (§12.1).
+fn extra_fields_refused(e: BackendError) -> BackendError {
+    match e {
+        BackendError::Unavailable(m) if m == "Internal Server Error" || m == "HTTP 500" => {
+            BackendError::Invalid(format!(
+                "Dolibarr refused the update without saying why (HTTP 500, nothing stored): most likely an extra-field \
+             value its column cannot hold (too long for the field, or out of range); a failing blocking webhook \
+             answers the same ({m})"
+            ))
+        }
+        other => other,
+    }
+}
+
+/// Keeps the variant, rewrites the message.
+fn with_context(e: BackendError, ctx: impl Fn(String) -> String) -> BackendError {
+    match e {
+        BackendError::NotFound(m) => BackendError::NotFound(ctx(m)),
+        BackendError::Conflict(m) => BackendError::Conflict(ctx(m)),
+        BackendError::Unsupported { backend, what } => BackendError::Unsupported { backend, what: ctx(what) },
+        BackendError::Invalid(m) => BackendError::Invalid(ctx(m)),
+        BackendError::Forbidden(m) => BackendError::Forbidden(ctx(m)),
+        BackendError::Auth(m) => BackendError::Auth(ctx(m)),
+        BackendError::Unavailable(m) => BackendError::Unavailable(ctx(m)),
+        BackendError::Timeout(m) => BackendError::Timeout(ctx(m)),
+        BackendError::Protocol(m) => BackendError::Protocol(ctx(m)),
+    }
 }
 
 /// A positive integer id, as Dolibarr routes expect; anything else cannot name a row.
@@ -247,18 +397,7 @@ fn check_password_text(password: &str) -> BackendResult<()> {
 
 /// Keeps the variant but says that the user exists now, so callers do not retry the create.
 fn after_create(id: &str, step: &str, e: BackendError) -> BackendError {
-    let ctx = |m: String| format!("user {id} was created, but {step} failed: {m}");
-    match e {
-        BackendError::NotFound(m) => BackendError::NotFound(ctx(m)),
-        BackendError::Conflict(m) => BackendError::Conflict(ctx(m)),
-        BackendError::Unsupported { backend, what } => BackendError::Unsupported { backend, what: ctx(what) },
-        BackendError::Invalid(m) => BackendError::Invalid(ctx(m)),
-        BackendError::Forbidden(m) => BackendError::Forbidden(ctx(m)),
-        BackendError::Auth(m) => BackendError::Auth(ctx(m)),
-        BackendError::Unavailable(m) => BackendError::Unavailable(ctx(m)),
-        BackendError::Timeout(m) => BackendError::Timeout(ctx(m)),
-        BackendError::Protocol(m) => BackendError::Protocol(ctx(m)),
-    }
+    with_context(e, |m| format!("user {id} was created, but {step} failed: {m}"))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in the server's local time, for `t.tms` filters.
@@ -286,6 +425,13 @@ fn major_version(v: &str) -> Option<u32> {
 impl Backend for DolibarrBackend {
     fn refused_login_chars(&self) -> &'static [char] {
         LOGIN_BAD_CHARS
+    }
+
+    fn own_login(&self) -> Option<String> {
+        match self.own.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     fn kind(&self) -> &'static str {
@@ -356,6 +502,10 @@ impl Backend for DolibarrBackend {
         }
         // Write permissions, read from the key owner's own rights (no side effects).
         let info = self.get(&["users", "info"], &[("includepermissions", "1".into())]).await?.json()?;
+        match self.learn_own(&info) {
+            Some(l) => notes.push(format!("the API key belongs to {l}; that account is hidden")),
+            None => notes.push("GET /users/info named no login: the key's own account cannot be hidden".into()),
+        }
         let admin = info.get("admin").and_then(wire::int_of) == Some(1);
         if admin {
             notes.push("the key belongs to an admin user: all permissions".into());
@@ -384,10 +534,19 @@ impl Backend for DolibarrBackend {
         }
         detected.caps = caps;
         self.set_detected(detected);
+        // A filter Dolibarr refuses would make every full read fail: say so now.
+        match (&self.system_filter, self.refresh_system_ids().await) {
+            (None, _) => notes.push("system_filter is empty: no account is a system account".into()),
+            (Some(f), Ok(ids)) => notes.push(format!("system_filter {f} selects {} account(s)", ids.len())),
+            (Some(_), Err(e)) => notes.push(e.to_string()),
+        }
         Ok(ProbeReport { backend: KIND, version, notes, capabilities: caps })
     }
 
     async fn list_users(&self) -> BackendResult<Vec<User>> {
+        // Each full list also refreshes which accounts are system ones (one cheap id-only call).
+        self.ensure_own().await?;
+        self.refresh_system_ids().await?;
         self.list_users_filtered(&[]).await
     }
 
@@ -417,7 +576,8 @@ impl Backend for DolibarrBackend {
             Err(BackendError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(serde_json::from_value::<WireUser>(value).ok().and_then(WireUser::into_user))
+        let system = self.system_ids().await?;
+        Ok(self.model_user(value, &system))
     }
 
     async fn list_groups(&self) -> BackendResult<Vec<Group>> {
@@ -467,6 +627,12 @@ impl Backend for DolibarrBackend {
             ],
         );
         body.insert("admin".into(), json!(i32::from(user.admin)));
+        // POST was recorded without fk_user and array_options: they go in the follow-up PUT,
+        // whose handling of both is recorded (contract §12.2, §12.3).
+        let mut follow_up = Map::new();
+        let custom: BTreeMap<String, Option<Vec<String>>> =
+            user.custom.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        self.profile_extras(&mut follow_up, user.manager.as_deref().map(Some), &custom)?;
         if let Some(p) = &user.password {
             // The key must be `pass`; `password` is silently ignored (quirk 3).
             body.insert("pass".into(), json!(p));
@@ -479,9 +645,15 @@ impl Backend for DolibarrBackend {
             .to_string();
         // statut is ignored on create: users are born enabled (quirk 3).
         if !user.active {
-            self.write(Method::PUT, &["users", &id], Some(&json!({"statut": 0})))
+            follow_up.insert("statut".into(), json!(0));
+        }
+        if !follow_up.is_empty() {
+            let step = if user.active { "setting its manager and extra fields" } else { "disabling it" };
+            let carries_extras = follow_up.contains_key("array_options");
+            self.write(Method::PUT, &["users", &id], Some(&Value::Object(follow_up)))
                 .await
-                .map_err(|e| after_create(&id, "disabling it", e))?;
+                .map_err(|e| if carries_extras { extra_fields_refused(e) } else { e })
+                .map_err(|e| after_create(&id, step, e))?;
         }
         self.fetch_user(&id).await.map_err(|e| after_create(&id, "reading it back", e))
     }
@@ -517,9 +689,12 @@ impl Backend for DolibarrBackend {
         if let Some(a) = changes.admin {
             body.insert("admin".into(), json!(i32::from(a)));
         }
+        self.profile_extras(&mut body, changes.manager.as_ref().map(Option::as_deref), &changes.custom)?;
+        let carries_extras = body.contains_key("array_options");
         let result = self.write(Method::PUT, &["users", id], Some(&Value::Object(body))).await;
         match result {
-            Ok(reply) => user_from(reply.json()?),
+            // The PUT answer is the stored state (contract §12.2).
+            Ok(reply) => self.user_from(reply.json()?).await,
             // Dolibarr refuses to reset the admin flag through the API at all (quirk 14).
             Err(BackendError::Forbidden(m)) if changes.admin == Some(false) && m.contains("admin status") => {
                 Err(BackendError::Unsupported {
@@ -527,6 +702,7 @@ impl Backend for DolibarrBackend {
                     what: format!("removing admin rights (Dolibarr's API cannot reset the admin flag: {m})"),
                 })
             }
+            Err(e) if carries_extras => Err(extra_fields_refused(e)),
             Err(e) => Err(e),
         }
     }

@@ -73,6 +73,12 @@ pub(crate) struct WireUser {
     pub datec: Option<i64>,
     #[serde(default, deserialize_with = "tolerant_int")]
     pub datem: Option<i64>,
+    /// Supervisor's rowid: `"3"`, or null when none (contract §12.3).
+    #[serde(default, deserialize_with = "tolerant_int")]
+    pub fk_user: Option<i64>,
+    /// Extra fields: `{"options_<code>": value}`, or `[]` when none is defined (contract §12.2).
+    #[serde(default)]
+    pub array_options: Value,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -106,6 +112,8 @@ impl WireUser {
             admin: self.admin == Some(1),
             created: self.datec.filter(|t| *t > 0),
             modified: self.datem.filter(|t| *t > 0),
+            // Dolibarr writes any value <= 0 as NULL; no existence check, so it may dangle.
+            manager: self.fk_user.filter(|n| *n > 0).map(|n| n.to_string()),
             ..Default::default()
         })
     }
@@ -206,6 +214,19 @@ mod tests {
         assert_eq!(u.id, "7");
         assert!(!u.active);
         assert!(u.admin);
+    }
+
+    #[test]
+    fn supervisor_from_any_shape() {
+        let manager = |v: Value| {
+            let u: WireUser = serde_json::from_value(json!({"id": "9", "fk_user": v})).unwrap();
+            u.into_user().unwrap().manager
+        };
+        assert_eq!(manager(json!("3")), Some("3".into()));
+        assert_eq!(manager(json!(3)), Some("3".into()));
+        for none in [json!(null), json!(0), json!(""), json!("0"), json!(-1), json!("x")] {
+            assert_eq!(manager(none.clone()), None, "{none}");
+        }
     }
 
     #[test]
