@@ -759,20 +759,32 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
             (Some(_), Some(_)) => {}
         }
     }
-    // Sub-attributes returned only on request.
-    for a in &def.core {
-        for sub in a.sub.iter().filter(|s| s.returned == Returned::Request) {
-            let asked = attrs.iter().any(|r| {
-                r.name.eq_ignore_ascii_case(a.name) && r.sub.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(sub.name))
-            });
-            if asked {
-                continue;
-            }
-            if let Some(Value::Array(items)) = obj.get_mut(a.name) {
-                for e in items.iter_mut() {
-                    if let Value::Object(o) = e {
+    // Sub-attributes returned only on request, in the core schema and the extensions.
+    let containers = std::iter::once((None, &def.core)).chain(def.extensions.iter().map(|e| (Some(e.urn), &e.attrs)));
+    for (urn, list) in containers {
+        for a in list {
+            for sub in a.sub.iter().filter(|s| s.returned == Returned::Request) {
+                let asked = attrs.iter().any(|r| {
+                    r.name.eq_ignore_ascii_case(a.name)
+                        && r.sub.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(sub.name))
+                });
+                if asked {
+                    continue;
+                }
+                let holder = match urn {
+                    Some(u) => obj.get_mut(u).and_then(|e| e.get_mut(a.name)),
+                    None => obj.get_mut(a.name),
+                };
+                match holder {
+                    Some(Value::Array(items)) => items.iter_mut().for_each(|e| {
+                        if let Value::Object(o) = e {
+                            o.remove(sub.name);
+                        }
+                    }),
+                    Some(Value::Object(o)) => {
                         o.remove(sub.name);
                     }
+                    _ => {}
                 }
             }
         }

@@ -347,7 +347,9 @@ impl ResourceDef {
             enterprise.push(AttrDef::new("manager", Ty::Complex).sub(vec![
                 AttrDef::new("value", Ty::String).exact(),
                 AttrDef::new("$ref", Ty::Reference).exact(),
-                AttrDef::new("displayName", Ty::String).read_only(),
+                // Returned when asked for (`attributes=manager`): clients that compare what they
+                // wrote with what comes back do not expect a value they did not send.
+                AttrDef::new("displayName", Ty::String).read_only().returned(Returned::Request),
             ]));
         }
         let mut extensions = Vec::new();
