@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 use super::error::ScimError;
-use super::schema::{AttrDef, ENTERPRISE_URN, ResourceDef, Ty};
+use super::schema::{AttrDef, ResourceDef, Ty};
 use crate::costly::Budget;
 
 /// `[urn:]name[.sub]`.
@@ -20,23 +20,22 @@ pub struct AttrRef {
 }
 
 impl AttrRef {
-    /// True when the reference names the enterprise extension (by URN, or by a name only it has).
-    pub fn is_extension(&self, def: &ResourceDef) -> bool {
+    /// The extension the reference names (by URN, or by a name only that extension has), as
+    /// the resource type spells its URN; `None` for the core schema.
+    pub fn extension(&self, def: &ResourceDef) -> Option<&'static str> {
         match &self.urn {
-            Some(u) => u.eq_ignore_ascii_case(ENTERPRISE_URN),
-            None => def.attr(false, &self.name).is_none() && def.attr(true, &self.name).is_some(),
+            Some(u) => def.extension(u).map(|e| e.urn),
+            None => def.extension_of(&self.name),
         }
     }
 
     /// The attribute's definition, if the resource type has it.
     pub fn def(&self, def: &ResourceDef) -> Option<AttrDef> {
-        if let Some(u) = &self.urn
-            && !u.eq_ignore_ascii_case(ENTERPRISE_URN)
-            && !u.eq_ignore_ascii_case(def.kind.urn())
-        {
-            return None;
+        match (&self.urn, self.extension(def)) {
+            (_, Some(urn)) => def.attr(Some(urn), &self.name),
+            (Some(u), None) if !u.eq_ignore_ascii_case(def.kind.urn()) => None,
+            _ => def.attr(None, &self.name),
         }
-        def.attr(self.is_extension(def), &self.name)
     }
 
     pub fn display(&self) -> String {
@@ -405,8 +404,10 @@ fn lookup<'a>(scope: Scope<'_>, res: &'a Value, r: &AttrRef) -> (Option<AttrDef>
     let mut out = Vec::new();
     let (attr_def, container) = match scope {
         Scope::Resource(def) => {
-            let ext = r.is_extension(def);
-            let container = if ext { get_ci(res, ENTERPRISE_URN) } else { Some(res) };
+            let container = match r.extension(def) {
+                Some(urn) => get_ci(res, urn),
+                None => Some(res),
+            };
             (r.def(def), container)
         }
         Scope::Element(parent) => (parent.sub_attr(&r.name).cloned(), Some(res)),
@@ -582,7 +583,10 @@ fn eval(f: &Node, scope: Scope<'_>, res: &Value, budget: &Budget) -> bool {
             }
             let (attr, container) = match scope {
                 Scope::Resource(def) => {
-                    let c = if r.is_extension(def) { get_ci(res, ENTERPRISE_URN) } else { Some(res) };
+                    let c = match r.extension(def) {
+                        Some(urn) => get_ci(res, urn),
+                        None => Some(res),
+                    };
                     (r.def(def), c)
                 }
                 Scope::Element(p) => (p.sub_attr(&r.name).cloned(), Some(res)),
@@ -713,6 +717,7 @@ fn is_core(urn: &str) -> bool {
 mod tests {
     use super::*;
     use crate::backend::Capabilities;
+    use crate::scim::schema::ENTERPRISE_URN;
     use serde_json::json;
 
     const L: Limits = Limits { max_len: 4096, max_depth: 8 };
@@ -729,7 +734,7 @@ mod tests {
             "phoneNumbers": [{"value": "+33 1", "type": "work"}, {"value": "+33 6", "type": "mobile"}],
             "groups": [{"value": "3", "display": "devs"}],
             "meta": {"created": "2024-01-01T00:00:00Z", "lastModified": "2025-06-01T00:00:00Z"},
-            ENTERPRISE_URN: {"employeeNumber": "E42"},
+            ENTERPRISE_URN: {"employeeNumber": "E42", "manager": {"value": "3", "displayName": "Boss"}},
         })
     }
 
@@ -782,6 +787,9 @@ mod tests {
         assert!(m(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "alice""#));
         assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "E42""#));
         assert!(m(r#"employeeNumber eq "E42""#));
+        assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "3""#));
+        assert!(m(r#"manager.value eq "3""#));
+        assert!(m(r#"manager eq "3""#), "a complex attribute means its value");
         assert!(!m(r#"nickName eq "x""#), "unknown attributes match nothing");
         assert!(m(r#"id eq "7" and groups[value eq "3"]"#));
     }

@@ -61,9 +61,14 @@ impl ScimState {
     }
 
     fn def(&self, kind: Kind) -> ResourceDef {
+        let caps = self.dir.capabilities();
         match kind {
-            Kind::User => ResourceDef::user(&self.dir.capabilities()),
-            Kind::Group => ResourceDef::group(),
+            Kind::User => ResourceDef::user_with(schema::UserSchemaInput {
+                caps: &caps,
+                custom: self.dir.custom_attributes().all(),
+                custom_urn: &self.cfg.custom_schema,
+            }),
+            Kind::Group => ResourceDef::group(&caps),
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::error::ScimError;
 use super::filter::{AttrRef, Filter, Limits, Op as FOp, element_matches, get_ci, parse_path, split_attr};
 use super::resource::{boolean, is_empty_value, normalise_manager, unsupported_attr};
-use super::schema::{AttrDef, ENTERPRISE_URN, Mutability, ResourceDef, Ty};
+use super::schema::{AttrDef, Mutability, ResourceDef, Ty};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
@@ -101,16 +101,20 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp], def: &ResourceDef, limits: Limits
 
 fn apply_one(doc: &mut Value, op: &PatchOp, def: &ResourceDef, limits: Limits) -> Result<(), ScimError> {
     match &op.path {
-        // The whole extension as the target: its attributes, as in a path-less operation.
-        Some(p) if p.trim().eq_ignore_ascii_case(ENTERPRISE_URN) => match (op.op, &op.value) {
+        // A whole extension as the target: its attributes, as in a path-less operation.
+        Some(p) if def.extension(p.trim()).is_some() => match (op.op, &op.value) {
             (OpKind::Remove, _) => {
-                if let Some(o) = doc.as_object_mut() {
-                    o.retain(|k, _| !k.eq_ignore_ascii_case(ENTERPRISE_URN));
+                let ext = def.extension(p.trim()).map(|e| e.attrs.clone()).unwrap_or_default();
+                // Each writable attribute is removed; a read-only one stays (and is refused when set).
+                let urn = p.trim();
+                for a in ext.iter().filter(|a| a.mutability != Mutability::ReadOnly) {
+                    let r = AttrRef { urn: Some(urn.to_string()), name: a.name.to_string(), sub: None };
+                    apply_attr(doc, OpKind::Remove, &r, None, None, def, true)?;
                 }
                 Ok(())
             }
             (_, Some(v)) => {
-                let wrapped = PatchOp { op: op.op, path: None, value: Some(json!({ ENTERPRISE_URN: v })) };
+                let wrapped = PatchOp { op: op.op, path: None, value: Some(json!({ p.trim(): v })) };
                 apply_one(doc, &wrapped, def, limits)
             }
             (_, None) => Err(ScimError::invalid_syntax("a value is needed")),
@@ -130,7 +134,7 @@ fn apply_one(doc: &mut Value, op: &PatchOp, def: &ResourceDef, limits: Limits) -
                 if k.eq_ignore_ascii_case("schemas") || k.eq_ignore_ascii_case("meta") {
                     continue;
                 }
-                if k.eq_ignore_ascii_case(ENTERPRISE_URN) || k.eq_ignore_ascii_case(def.kind.urn()) {
+                if def.extension(k).is_some() || k.eq_ignore_ascii_case(def.kind.urn()) {
                     match v {
                         Value::Object(inner) => {
                             for (ik, iv) in inner {
@@ -161,8 +165,23 @@ fn coerce(a: &AttrDef, v: &Value, name: &str) -> Result<Value, ScimError> {
     if v.is_null() {
         return Ok(Value::Null);
     }
+    if a.multi && a.ty != Ty::Complex {
+        // A multi-valued simple attribute: each value converted alone.
+        let one = AttrDef { multi: false, ..a.clone() };
+        let items: Vec<&Value> = match v {
+            Value::Array(items) => items.iter().filter(|x| !x.is_null()).collect(),
+            other => vec![other],
+        };
+        return Ok(Value::Array(items.into_iter().map(|e| coerce(&one, e, name)).collect::<Result<_, _>>()?));
+    }
     match a.ty {
         Ty::Boolean => Ok(Value::Bool(boolean(name, v)?)),
+        // Integers also arrive as strings; the text is checked when the resource is read back.
+        Ty::Integer => match v {
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(v.clone()),
+            Value::String(_) => Ok(v.clone()),
+            _ => Err(ScimError::invalid_value(format!("{name} must be an integer"))),
+        },
         Ty::Complex => {
             let one = |e: &Value| -> Result<Value, ScimError> {
                 match e {
@@ -239,12 +258,17 @@ fn apply_attr(
     let read_only = a.mutability == Mutability::ReadOnly
         || target.as_ref().is_some_and(|t| t.mutability == Mutability::ReadOnly)
         || a.name == "id";
-    let ext = r.is_extension(def);
-    let container = if ext {
-        let o = doc.as_object_mut().ok_or_else(|| ScimError::invalid_syntax("resource is not an object"))?;
-        o.entry(ENTERPRISE_URN.to_string()).or_insert_with(|| json!({}))
-    } else {
-        &mut *doc
+    let ext = r.extension(def);
+    let container = match ext {
+        Some(urn) => {
+            let o = doc.as_object_mut().ok_or_else(|| ScimError::invalid_syntax("resource is not an object"))?;
+            let e = o.entry(urn.to_string()).or_insert_with(|| json!({}));
+            if !e.is_object() {
+                *e = json!({});
+            }
+            e
+        }
+        None => &mut *doc,
     };
     let obj = container.as_object_mut().ok_or_else(|| ScimError::invalid_syntax("resource is not an object"))?;
     if read_only {
@@ -434,11 +458,11 @@ fn apply_attr(
     {
         obj.remove(&key);
     }
-    if ext
+    if let Some(urn) = ext
         && let Some(o) = doc.as_object_mut()
-        && o.get(ENTERPRISE_URN).is_some_and(|e| e.as_object().is_some_and(|m| m.is_empty()))
+        && o.get(urn).is_some_and(|e| e.as_object().is_some_and(|m| m.is_empty()))
     {
-        o.remove(ENTERPRISE_URN);
+        o.remove(urn);
     }
     Ok(())
 }
@@ -447,6 +471,7 @@ fn apply_attr(
 mod tests {
     use super::*;
     use crate::backend::Capabilities;
+    use crate::scim::schema::ENTERPRISE_URN;
 
     const L: Limits = Limits { max_len: 4096, max_depth: 8 };
 
@@ -493,12 +518,25 @@ mod tests {
         assert_eq!(d["name"]["givenName"], "Jo");
         assert_eq!(d[ENTERPRISE_URN]["employeeNumber"], "78");
         assert_eq!(d["active"], true);
-        // bare-string manager: empty accepted, a value refused naming the attribute
-        run(&mut d, &def, ops(json!([{"op": "Add", "path": format!("{ENTERPRISE_URN}:manager"), "value": ""}])))
-            .unwrap();
-        let e =
-            run(&mut d, &def, ops(json!([{"op": "Add", "path": format!("{ENTERPRISE_URN}:manager"), "value": "9"}])))
-                .unwrap_err();
+        // bare-string manager (Entra): it means {"value": id}; an empty one clears it
+        let manager = format!("{ENTERPRISE_URN}:manager");
+        run(&mut d, &def, ops(json!([{"op": "Add", "path": manager, "value": "9"}]))).unwrap();
+        assert_eq!(d[ENTERPRISE_URN]["manager"], json!({"value": "9"}));
+        run(&mut d, &def, ops(json!([{"op": "Replace", "path": manager, "value": ""}]))).unwrap();
+        assert!(d[ENTERPRISE_URN]["manager"]["value"].as_str().is_none_or(str::is_empty), "{d}");
+        run(
+            &mut d,
+            &def,
+            ops(json!([{"op": "Add", "path": manager, "value": "9"}, {"op": "remove", "path": manager}])),
+        )
+        .unwrap();
+        assert!(d[ENTERPRISE_URN].get("manager").is_none());
+        // A backend without managers: empty accepted, a value refused naming the attribute
+        let mut caps = Capabilities::ALL;
+        caps.manager = false;
+        let no_manager = ResourceDef::user(&caps);
+        run(&mut d, &no_manager, ops(json!([{"op": "Add", "path": manager, "value": ""}]))).unwrap();
+        let e = run(&mut d, &no_manager, ops(json!([{"op": "Add", "path": manager, "value": "9"}]))).unwrap_err();
         assert!(e.detail.contains("manager"), "{}", e.detail);
         let e = run(&mut d, &def, ops(json!([{"op": "Add", "path": "nickName", "value": "Babs"}]))).unwrap_err();
         assert!(e.detail.contains("nickName"));
@@ -521,7 +559,7 @@ mod tests {
 
     #[test]
     fn group_members() {
-        let def = ResourceDef::group();
+        let def = ResourceDef::group(&Capabilities::ALL);
         let mut g = json!({"id": "1", "displayName": "g", "members": [{"value": "1"}, {"value": "2"}, {"value": "3"}]});
         run(&mut g, &def, ops(json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "2"}]}])))
             .unwrap();

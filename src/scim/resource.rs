@@ -1,12 +1,15 @@
 //! Model ↔ SCIM JSON: the representation of users and groups, the writable fields read back from a
 //! client's JSON (with the tolerance real clients need), and attribute projection.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::error::ScimError;
 use super::filter::{AttrRef, get_ci, split_attr};
 use super::schema::{ENTERPRISE_URN, Kind, Mutability, ResourceDef, Returned};
+use crate::config::{AttributeSyntax, CustomAttribute, MemberOf};
 use crate::directory::{Attached, Directory, Snapshot};
 use crate::model::{User, UserChanges};
 
@@ -57,11 +60,72 @@ fn locale_in(l: &str) -> String {
     l.replace('-', "_")
 }
 
+/// The user's display name as SCIM shows it: the one a client set, else the full name; `None`
+/// when a client removed it.
+fn display_name(u: &User, attached: &Attached) -> Option<String> {
+    match &attached.display_name {
+        Some(d) if d.is_empty() => None,
+        Some(d) => Some(d.clone()),
+        None => Some(u.full_name()),
+    }
+}
+
+fn rfc3339_of(unix: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
+}
+
+/// A canonical custom value (core text) as SCIM JSON: integers as numbers, booleans as booleans,
+/// dates as xsd:dateTime. A value the backend holds in another form is shown as the text it is.
+fn custom_json(syntax: AttributeSyntax, v: &str) -> Value {
+    match syntax {
+        AttributeSyntax::String => json!(v),
+        AttributeSyntax::Integer => v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n)),
+        AttributeSyntax::Boolean => match v {
+            "true" => json!(true),
+            "false" => json!(false),
+            other => json!(other),
+        },
+        AttributeSyntax::Date => v.parse::<i64>().ok().and_then(rfc3339_of).map_or_else(|| json!(v), |d| json!(d)),
+    }
+}
+
+/// The custom extension's object for a user: each configured attribute it has a value of.
+fn custom_object(u: &User, custom: &[CustomAttribute]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for a in custom {
+        let Some(values) = u.custom.get(&a.field).filter(|v| !v.is_empty()) else { continue };
+        let mut items = values.iter().map(|v| custom_json(a.syntax, v));
+        let v = if a.multi { Value::Array(items.collect()) } else { items.next().unwrap_or(Value::Null) };
+        out.insert(a.scim_name().to_string(), v);
+    }
+    out
+}
+
+/// The manager as the enterprise extension shows it, when it is a user of the snapshot.
+fn manager_json(snap: &Snapshot, u: &User, base: &str, dir: &Directory) -> Option<Value> {
+    let mi = snap.user_index(u.manager.as_deref()?)?;
+    let m = snap.user(mi);
+    let id = scim_id(Kind::User, &m.id);
+    let mut v = json!({"value": id, "$ref": format!("{base}/Users/{id}")});
+    if let Some(d) = display_name(m, &dir.attached_user(m)) {
+        v["displayName"] = json!(d);
+    }
+    Some(v)
+}
+
+fn group_ref(snap: &Snapshot, gi: usize, base: &str, ty: &str) -> Value {
+    let g = snap.group(gi);
+    let id = scim_id(Kind::Group, &g.id);
+    json!({"value": id, "display": g.name, "$ref": format!("{base}/Groups/{id}"), "type": ty})
+}
+
 pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, dir: &Directory) -> Value {
     let u = snap.user(idx);
     let attached = dir.attached_user(u);
-    let mut v = json!({"schemas": [def.kind.urn()], "id": u.id, "userName": u.login});
-    if let Some(x) = attached.external_id {
+    let user_name = attached.user_name.clone().unwrap_or_else(|| u.login.clone());
+    let mut v = json!({"schemas": [def.kind.urn()], "id": u.id, "userName": user_name});
+    if let Some(x) = &attached.external_id {
         v["externalId"] = json!(x);
     }
     let mut name = Map::new();
@@ -74,11 +138,8 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, dir
     if !name.is_empty() {
         v["name"] = Value::Object(name);
     }
-    match attached.display_name {
-        // A client removed it.
-        Some(d) if d.is_empty() => {}
-        Some(d) => v["displayName"] = json!(d),
-        None => v["displayName"] = json!(u.full_name()),
+    if let Some(d) = display_name(u, &attached) {
+        v["displayName"] = json!(d);
     }
     if let Some(t) = u.title.as_deref().filter(|t| !t.is_empty()) {
         v["title"] = json!(t);
@@ -100,24 +161,39 @@ pub fn user_json(snap: &Snapshot, idx: usize, def: &ResourceDef, base: &str, dir
     if !phones.is_empty() {
         v["phoneNumbers"] = Value::Array(phones);
     }
-    let groups: Vec<Value> = snap
-        .groups_of(idx)
-        .into_iter()
-        .map(|gi| {
-            let g = snap.group(gi);
-            let id = scim_id(Kind::Group, &g.id);
-            json!({"value": id, "display": g.name, "$ref": format!("{base}/Groups/{id}"), "type": "direct"})
-        })
-        .collect();
+    let direct = snap.groups_of(idx);
+    let mut groups: Vec<Value> = direct.iter().map(|&gi| group_ref(snap, gi, base, "direct")).collect();
+    if dir.member_of() == MemberOf::Transitive && snap.has_nesting() {
+        let indirect = snap.groups_of_transitive(idx).into_iter().filter(|gi| !direct.contains(gi));
+        groups.extend(indirect.map(|gi| group_ref(snap, gi, base, "indirect")));
+    }
     if !groups.is_empty() {
         v["groups"] = Value::Array(groups);
     }
-    if def.extension.is_some()
+    let mut schemas = vec![json!(def.kind.urn())];
+    let mut enterprise = Map::new();
+    if def.attr(Some(ENTERPRISE_URN), "employeeNumber").is_some()
         && let Some(n) = u.employee_number.as_deref().filter(|n| !n.is_empty())
     {
-        v[ENTERPRISE_URN] = json!({"employeeNumber": n});
-        v["schemas"] = json!([def.kind.urn(), ENTERPRISE_URN]);
+        enterprise.insert("employeeNumber".into(), json!(n));
     }
+    if def.attr(Some(ENTERPRISE_URN), "manager").is_some()
+        && let Some(m) = manager_json(snap, u, base, dir)
+    {
+        enterprise.insert("manager".into(), m);
+    }
+    if !enterprise.is_empty() {
+        schemas.push(json!(ENTERPRISE_URN));
+        v[ENTERPRISE_URN] = Value::Object(enterprise);
+    }
+    if let Some(urn) = def.custom_urn {
+        let custom = custom_object(u, &def.custom);
+        if !custom.is_empty() {
+            schemas.push(json!(urn));
+            v[urn] = Value::Object(custom);
+        }
+    }
+    v["schemas"] = Value::Array(schemas);
     finish(v, Kind::User, base, &u.id, u.created, u.modified)
 }
 
@@ -128,14 +204,15 @@ pub fn group_json(snap: &Snapshot, idx: usize, base: &str, dir: &Directory) -> V
     if let Some(x) = dir.group_external_id(g) {
         v["externalId"] = json!(x);
     }
-    let members: Vec<Value> = snap
+    let mut members: Vec<Value> = snap
         .members_of(idx)
         .into_iter()
         .map(|ui| {
             let u = snap.user(ui);
-            json!({"value": u.id, "display": u.login, "$ref": format!("{base}/Users/{}", u.id), "type": "User"})
+            json!({"value": u.id, "display": dir.user_name(u), "$ref": format!("{base}/Users/{}", u.id), "type": "User"})
         })
         .collect();
+    members.extend(snap.child_groups_of(idx).into_iter().map(|ci| group_ref(snap, ci, base, "Group")));
     v["members"] = Value::Array(members);
     finish(v, Kind::Group, base, &id, g.created, g.modified)
 }
@@ -146,6 +223,7 @@ pub fn group_json(snap: &Snapshot, idx: usize, base: &str, dir: &Directory) -> V
 /// The user fields SCIM can write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserFields {
+    /// The `userName`: the login, or the name a client gave when the backend keeps another login.
     pub login: String,
     pub given: String,
     pub family: String,
@@ -159,12 +237,22 @@ pub struct UserFields {
     pub external_id: Option<String>,
     /// Kept by the gateway when it differs from the name.
     pub display_name: Option<String>,
+    /// The manager's SCIM id.
+    pub manager: Option<String>,
+    /// Custom attribute values by backend field, in the core's canonical text.
+    pub custom: BTreeMap<String, Vec<String>>,
+    /// The extensions whose attributes the client stated (their object is in the body): a PUT
+    /// that leaves an extension out does not clear what it holds (RFC 7644 §3.5.1 lets a
+    /// server treat omitted attributes as not asserted).
+    pub asserted: BTreeSet<String>,
 }
 
 impl UserFields {
-    pub fn of(u: &User, attached: &Attached) -> UserFields {
+    /// The fields as SCIM shows them now. A manager that is not in the snapshot is not shown, so
+    /// it is not in the fields either: an edit leaves it alone unless it names another.
+    pub fn of(snap: &Snapshot, u: &User, attached: &Attached, def: &ResourceDef) -> UserFields {
         UserFields {
-            login: u.login.clone(),
+            login: attached.user_name.clone().unwrap_or_else(|| u.login.clone()),
             given: u.first_name.clone(),
             family: u.last_name.clone(),
             email: u.email.clone(),
@@ -175,21 +263,37 @@ impl UserFields {
             employee_number: u.employee_number.clone().filter(|s| !s.is_empty()),
             active: Some(u.active),
             external_id: attached.external_id.clone(),
-            display_name: match &attached.display_name {
-                Some(d) if d.is_empty() => None,
-                Some(d) => Some(d.clone()),
-                None => Some(u.full_name()),
-            },
+            display_name: display_name(u, attached),
+            manager: u.manager.clone().filter(|m| snap.user_index(m).is_some()).map(|m| scim_id(Kind::User, &m)),
+            custom: def
+                .custom
+                .iter()
+                .filter_map(|a| Some((a.field.clone(), u.custom.get(&a.field).filter(|v| !v.is_empty())?.clone())))
+                .collect(),
+            asserted: def.extensions.iter().map(|e| e.urn.to_string()).collect(),
         }
     }
 
-    /// What must change in the backend to go from `old` to `self` (externalId is not a backend field).
-    pub fn changes_from(&self, old: &UserFields, employee_number: bool) -> UserChanges {
+    /// What must change in the backend to go from `old` to `self` (externalId, the display name
+    /// and the userName are not backend fields: the caller passes them on).
+    pub fn changes_from(&self, old: &UserFields, def: &ResourceDef) -> UserChanges {
         fn opt(new: &Option<String>, old: &Option<String>) -> Option<Option<String>> {
             (new != old).then(|| new.clone())
         }
+        let enterprise = self.asserted.contains(ENTERPRISE_URN);
+        let has = |name: &str| enterprise && def.attr(Some(ENTERPRISE_URN), name).is_some();
+        let mut custom = BTreeMap::new();
+        if let Some(urn) = def.custom_urn.filter(|u| self.asserted.contains(*u)) {
+            for a in def.custom.iter() {
+                let writable =
+                    def.attr(Some(urn), a.scim_name()).is_some_and(|d| d.mutability == Mutability::ReadWrite);
+                let (new, was) = (self.custom.get(&a.field), old.custom.get(&a.field));
+                if writable && new != was {
+                    custom.insert(a.field.clone(), new.cloned());
+                }
+            }
+        }
         UserChanges {
-            login: (self.login != old.login).then(|| self.login.clone()),
             first_name: (self.given != old.given).then(|| self.given.clone()),
             last_name: (self.family != old.family).then(|| self.family.clone()),
             email: (self.email != old.email).then(|| self.email.clone()),
@@ -197,9 +301,16 @@ impl UserFields {
             mobile: opt(&self.mobile, &old.mobile),
             title: opt(&self.title, &old.title),
             locale: opt(&self.locale, &old.locale),
-            employee_number: if employee_number { opt(&self.employee_number, &old.employee_number) } else { None },
+            employee_number: if has("employeeNumber") {
+                opt(&self.employee_number, &old.employee_number)
+            } else {
+                None
+            },
             active: self.active.filter(|a| Some(*a) != old.active),
             admin: None,
+            // SCIM ids of users are backend ids (`scim_id`).
+            manager: if has("manager") { opt(&self.manager, &old.manager) } else { None },
+            custom,
             ..Default::default()
         }
     }
@@ -333,18 +444,44 @@ pub fn user_fields(v: &Value, def: &ResourceDef) -> Result<(UserFields, Option<S
             _ if key == ENTERPRISE_URN.to_ascii_lowercase() => match val {
                 Value::Null => {}
                 Value::Object(ext) => {
+                    f.asserted.insert(ENTERPRISE_URN.to_string());
                     for (ek, ev) in ext {
                         if ek.eq_ignore_ascii_case("schemas") || ek.eq_ignore_ascii_case("meta") {
                             continue;
                         }
-                        if ek.eq_ignore_ascii_case("employeeNumber") && def.extension.is_some() {
+                        let known = def.attr(Some(ENTERPRISE_URN), ek).is_some();
+                        if known && ek.eq_ignore_ascii_case("employeeNumber") {
                             f.employee_number = opt_string("employeeNumber", ev)?;
+                        } else if known && ek.eq_ignore_ascii_case("manager") {
+                            f.manager = manager_id(ev)?;
                         } else if !is_empty_value(&normalise_manager(ek, ev)) {
                             return Err(unsupported_attr(ek));
                         }
                     }
                 }
                 _ => return Err(ScimError::invalid_value(format!("{ENTERPRISE_URN} must be an object"))),
+            },
+            _ if def.custom_urn.is_some_and(|u| u.eq_ignore_ascii_case(k)) => match val {
+                Value::Null => {}
+                Value::Object(ext) => {
+                    f.asserted.insert(def.custom_urn.unwrap_or_default().to_string());
+                    for (ek, ev) in ext {
+                        if ek.eq_ignore_ascii_case("schemas") || ek.eq_ignore_ascii_case("meta") {
+                            continue;
+                        }
+                        let Some(a) = def.custom_attr(ek) else {
+                            if is_empty_value(ev) {
+                                continue;
+                            }
+                            return Err(unsupported_attr(&format!("{k}:{ek}")));
+                        };
+                        let values = custom_values(a, ev)?;
+                        if !values.is_empty() {
+                            f.custom.insert(a.field.clone(), values);
+                        }
+                    }
+                }
+                _ => return Err(ScimError::invalid_value(format!("{k} must be an object"))),
             },
             _ if is_empty_value(val) => {}
             _ => return Err(unsupported_attr(k)),
@@ -365,12 +502,103 @@ pub fn normalise_manager(key: &str, v: &Value) -> Value {
     }
 }
 
+/// The manager's id from `manager`: `{"value": id}`, or Entra's bare id; empty means none.
+fn manager_id(v: &Value) -> Result<Option<String>, ScimError> {
+    match normalise_manager("manager", v) {
+        Value::Null => Ok(None),
+        m @ Value::Object(_) => match get_ci(&m, "value") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(ScimError::invalid_value("manager.value must be a string (the manager's id)")),
+        },
+        _ => Err(ScimError::invalid_value("manager must be an object with a value (the manager's id)")),
+    }
+}
+
+/// A custom attribute's SCIM value as the core's canonical text (which the core then checks):
+/// strings as they are, integers in decimal, booleans `true`/`false`, dateTimes as Unix seconds.
+pub fn custom_values(a: &CustomAttribute, v: &Value) -> Result<Vec<String>, ScimError> {
+    let name = a.scim_name();
+    let items: Vec<&Value> = match v {
+        Value::Array(items) => items.iter().filter(|x| !is_empty_value(x)).collect(),
+        v if is_empty_value(v) => Vec::new(),
+        v => vec![v],
+    };
+    if !a.multi && items.len() > 1 {
+        return Err(ScimError::invalid_value(format!("{name} takes a single value, not {}", items.len())));
+    }
+    items
+        .into_iter()
+        .map(|x| match (a.syntax, x) {
+            (AttributeSyntax::String, Value::String(s)) => Ok(s.clone()),
+            (AttributeSyntax::String, _) => Err(ScimError::invalid_value(format!("{name} must be a string"))),
+            (AttributeSyntax::Integer, Value::Number(n)) if n.is_i64() => Ok(n.to_string()),
+            // Checked by the core, which names the attribute and the value.
+            (AttributeSyntax::Integer, Value::String(s)) => Ok(s.clone()),
+            (AttributeSyntax::Integer, _) => {
+                Err(ScimError::invalid_value(format!("{name} must be an integer (a 64-bit whole number)")))
+            }
+            (AttributeSyntax::Boolean, x) => boolean(name, x).map(|b| b.to_string()),
+            (AttributeSyntax::Date, Value::String(s)) => {
+                time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+                    .map(|t| t.unix_timestamp().to_string())
+                    .map_err(|_| {
+                        ScimError::invalid_value(format!(
+                            "{name} must be an xsd:dateTime such as 2024-05-01T09:30:00Z, not {s:?}"
+                        ))
+                    })
+            }
+            (AttributeSyntax::Date, _) => Err(ScimError::invalid_value(format!("{name} must be a dateTime string"))),
+        })
+        .collect()
+}
+
 /// The writable group fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupFields {
     pub name: String,
-    pub members: Vec<String>,
+    /// Members as the client named them: SCIM id and, when given, `type` (`User` or `Group`).
+    pub members: Vec<(String, Option<MemberType>)>,
     pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberType {
+    User,
+    Group,
+}
+
+/// A group's members split into backend user ids and backend group ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl GroupFields {
+    /// Splits the members by kind. Without a `type`, a value is a user when a user has that id,
+    /// else a group when it is a group's SCIM id; the core refuses ids that are neither.
+    pub fn resolve(&self, snap: &Snapshot) -> Result<Members, ScimError> {
+        let mut out = Members::default();
+        for (id, ty) in &self.members {
+            let group = || backend_id(Kind::Group, id).filter(|b| snap.group_index(b).is_some());
+            let as_group = match ty {
+                Some(MemberType::Group) => Some(group().ok_or_else(|| {
+                    ScimError::invalid_value(format!("members: {id:?} (type Group) is not an existing group"))
+                })?),
+                Some(MemberType::User) => None,
+                None if snap.user_index(id).is_some() => None,
+                None => group(),
+            };
+            match as_group {
+                Some(b) => out.groups.push(b.to_string()),
+                None => out.users.push(id.clone()),
+            }
+        }
+        Ok(out)
+    }
 }
 
 pub fn group_fields(v: &Value) -> Result<GroupFields, ScimError> {
@@ -390,13 +618,26 @@ pub fn group_fields(v: &Value) -> Result<GroupFields, ScimError> {
                             Some(Value::String(s)) if !s.is_empty() => s.clone(),
                             Some(Value::Number(n)) => n.to_string(),
                             _ => {
-                                return Err(ScimError::invalid_value("members: each member needs a value (a user id)"));
+                                return Err(ScimError::invalid_value(
+                                    "members: each member needs a value (a user or group id)",
+                                ));
                             }
                         },
                         _ => return Err(ScimError::invalid_value("members must hold objects")),
                     };
-                    if !f.members.contains(&id) {
-                        f.members.push(id);
+                    let ty = match get_ci(m, "type") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::String(t)) if t.is_empty() => None,
+                        Some(Value::String(t)) if t.eq_ignore_ascii_case("user") => Some(MemberType::User),
+                        Some(Value::String(t)) if t.eq_ignore_ascii_case("group") => Some(MemberType::Group),
+                        Some(t) => {
+                            return Err(ScimError::invalid_value(format!(
+                                "members: type must be \"User\" or \"Group\", not {t}"
+                            )));
+                        }
+                    };
+                    if !f.members.iter().any(|(m, _)| *m == id) {
+                        f.members.push((id, ty));
                     }
                 }
             }
@@ -415,22 +656,22 @@ pub fn group_fields(v: &Value) -> Result<GroupFields, ScimError> {
 pub fn parse_attr_list(s: &str) -> Result<Vec<AttrRef>, ScimError> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        if part.eq_ignore_ascii_case(ENTERPRISE_URN) {
-            out.push(AttrRef { urn: None, name: ENTERPRISE_URN.into(), sub: None });
-            continue;
-        }
         out.push(split_attr(part).ok_or_else(|| ScimError::invalid_value(format!("invalid attribute name {part:?}")))?);
     }
     Ok(out)
 }
 
-/// Where an attribute lives in the JSON: (extension?, canonical key).
-fn locate(r: &AttrRef, def: &ResourceDef) -> Option<(bool, String)> {
-    if r.name == ENTERPRISE_URN {
-        return Some((false, ENTERPRISE_URN.into()));
+/// Where an attribute lives in the JSON: (its extension's URN, canonical key). A whole
+/// extension (`attributes=urn:…:User`) is the top-level key named by its URN.
+fn locate(r: &AttrRef, def: &ResourceDef) -> Option<(Option<&'static str>, String)> {
+    if let Some(u) = &r.urn
+        && r.sub.is_none()
+        && let Some(e) = def.extension(&format!("{u}:{}", r.name))
+    {
+        return Some((None, e.urn.to_string()));
     }
     let d = r.def(def)?;
-    Some((r.is_extension(def), d.name.to_string()))
+    Some((r.extension(def), d.name.to_string()))
 }
 
 /// Applies `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5) honouring `returned`.
@@ -445,7 +686,10 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
         }
         for r in attrs {
             let Some((ext, key)) = locate(r, def) else { continue };
-            let src = if ext { obj.get(ENTERPRISE_URN).and_then(|e| e.get(&key)) } else { obj.get(&key) };
+            let src = match ext {
+                Some(urn) => obj.get(urn).and_then(|e| e.get(&key)),
+                None => obj.get(&key),
+            };
             let Some(val) = src else { continue };
             let val = match &r.sub {
                 None => val.clone(),
@@ -474,11 +718,14 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
                     _ => continue,
                 },
             };
-            if ext {
-                let e = out.entry(ENTERPRISE_URN.to_string()).or_insert_with(|| json!({}));
-                e[key] = val;
-            } else {
-                out.insert(key, val);
+            match ext {
+                Some(urn) => {
+                    let e = out.entry(urn.to_string()).or_insert_with(|| json!({}));
+                    e[key] = val;
+                }
+                None => {
+                    out.insert(key, val);
+                }
             }
         }
         obj = out;
@@ -490,15 +737,15 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
             continue;
         }
         match (&r.sub, ext) {
-            (None, false) => {
+            (None, None) => {
                 obj.remove(&key);
             }
-            (None, true) => {
-                if let Some(Value::Object(e)) = obj.get_mut(ENTERPRISE_URN) {
+            (None, Some(urn)) => {
+                if let Some(Value::Object(e)) = obj.get_mut(urn) {
                     e.remove(&key);
                 }
             }
-            (Some(sub), false) => match obj.get_mut(&key) {
+            (Some(sub), None) => match obj.get_mut(&key) {
                 Some(Value::Object(o)) => {
                     o.retain(|k, _| !k.eq_ignore_ascii_case(sub));
                 }
@@ -509,23 +756,35 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
                 }),
                 _ => {}
             },
-            (Some(_), true) => {}
+            (Some(_), Some(_)) => {}
         }
     }
-    // Sub-attributes returned only on request.
-    for a in &def.core {
-        for sub in a.sub.iter().filter(|s| s.returned == Returned::Request) {
-            let asked = attrs.iter().any(|r| {
-                r.name.eq_ignore_ascii_case(a.name) && r.sub.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(sub.name))
-            });
-            if asked {
-                continue;
-            }
-            if let Some(Value::Array(items)) = obj.get_mut(a.name) {
-                for e in items.iter_mut() {
-                    if let Value::Object(o) = e {
+    // Sub-attributes returned only on request, in the core schema and the extensions.
+    let containers = std::iter::once((None, &def.core)).chain(def.extensions.iter().map(|e| (Some(e.urn), &e.attrs)));
+    for (urn, list) in containers {
+        for a in list {
+            for sub in a.sub.iter().filter(|s| s.returned == Returned::Request) {
+                let asked = attrs.iter().any(|r| {
+                    r.name.eq_ignore_ascii_case(a.name)
+                        && r.sub.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(sub.name))
+                });
+                if asked {
+                    continue;
+                }
+                let holder = match urn {
+                    Some(u) => obj.get_mut(u).and_then(|e| e.get_mut(a.name)),
+                    None => obj.get_mut(a.name),
+                };
+                match holder {
+                    Some(Value::Array(items)) => items.iter_mut().for_each(|e| {
+                        if let Value::Object(o) = e {
+                            o.remove(sub.name);
+                        }
+                    }),
+                    Some(Value::Object(o)) => {
                         o.remove(sub.name);
                     }
+                    _ => {}
                 }
             }
         }
@@ -538,8 +797,10 @@ pub fn project(v: Value, def: &ResourceDef, attrs: &[AttrRef], excluded: &[AttrR
         .map(|a| a.name.to_string())
         .collect();
     obj.retain(|k, _| !never.contains(k));
-    if obj.get(ENTERPRISE_URN).is_some_and(|e| e.as_object().is_some_and(|o| o.is_empty())) {
-        obj.remove(ENTERPRISE_URN);
+    for e in &def.extensions {
+        if obj.get(e.urn).is_some_and(|x| x.as_object().is_some_and(|o| o.is_empty())) {
+            obj.remove(e.urn);
+        }
     }
     Value::Object(obj)
 }
@@ -585,9 +846,20 @@ mod tests {
     fn refusals_name_the_attribute() {
         let e = user_fields(&json!({"userName": "a", "roles": [{"value": "x"}]}), &def()).unwrap_err();
         assert!(e.detail.contains("roles"), "{}", e.detail);
-        let e = user_fields(&json!({"userName": "a", ENTERPRISE_URN: {"manager": "12"}}), &def()).unwrap_err();
+        let mut caps = Capabilities::ALL;
+        caps.manager = false;
+        let no_manager = ResourceDef::user(&caps);
+        let e = user_fields(&json!({"userName": "a", ENTERPRISE_URN: {"manager": "12"}}), &no_manager).unwrap_err();
         assert!(e.detail.contains("manager"), "{}", e.detail);
-        user_fields(&json!({"userName": "a", ENTERPRISE_URN: {"manager": ""}}), &def()).unwrap();
+        user_fields(&json!({"userName": "a", ENTERPRISE_URN: {"manager": ""}}), &no_manager).unwrap();
+        // Where the backend keeps managers: Entra's bare id and the object form alike.
+        let (f, _) = user_fields(&json!({"userName": "a", ENTERPRISE_URN: {"manager": "12"}}), &def()).unwrap();
+        assert_eq!(f.manager.as_deref(), Some("12"));
+        let (f, _) =
+            user_fields(&json!({"userName": "a", ENTERPRISE_URN: {"manager": {"value": "7"}}}), &def()).unwrap();
+        assert_eq!(f.manager.as_deref(), Some("7"));
+        let e = user_fields(&json!({"userName": "a", ENTERPRISE_URN: {"manager": [1]}}), &def()).unwrap_err();
+        assert!(e.detail.contains("manager"), "{}", e.detail);
         let e = user_fields(&json!({"userName": 3}), &def()).unwrap_err();
         assert!(e.detail.contains("userName"));
         let e = user_fields(&json!({"active": true}), &def()).unwrap_err();
@@ -596,6 +868,38 @@ mod tests {
         assert!(e.detail.contains("active"));
         let e = group_fields(&json!({"displayName": "g", "members": [{"display": "x"}]})).unwrap_err();
         assert!(e.detail.contains("members"));
+    }
+
+    #[test]
+    fn custom_values_by_syntax() {
+        let attr = |syntax, multi| CustomAttribute {
+            name: "x".into(),
+            field: "x".into(),
+            scim_name: None,
+            syntax,
+            multi,
+            separator: ",".into(),
+            writable: true,
+            indexed: true,
+        };
+        let ok = |a: &CustomAttribute, v: Value| custom_values(a, &v).unwrap();
+        let int = attr(AttributeSyntax::Integer, false);
+        assert_eq!(ok(&int, json!(42)), ["42"]);
+        assert_eq!(ok(&int, json!("42")), ["42"], "the core checks strings");
+        assert!(custom_values(&int, &json!(1.5)).is_err());
+        assert!(custom_values(&int, &json!(true)).is_err());
+        let b = attr(AttributeSyntax::Boolean, false);
+        assert_eq!(ok(&b, json!("True")), ["true"]);
+        assert!(custom_values(&b, &json!("maybe")).is_err());
+        let d = attr(AttributeSyntax::Date, false);
+        assert_eq!(ok(&d, json!("2024-05-01T00:00:00Z")), ["1714521600"]);
+        assert_eq!(custom_json(AttributeSyntax::Date, "1714521600"), json!("2024-05-01T00:00:00Z"));
+        assert!(custom_values(&d, &json!("yesterday")).unwrap_err().detail.contains("dateTime"));
+        let st = attr(AttributeSyntax::String, false);
+        assert!(custom_values(&st, &json!(["a", "b"])).unwrap_err().detail.contains("single"));
+        assert!(custom_values(&st, &json!({"a": 1})).is_err());
+        assert!(ok(&st, json!("")).is_empty());
+        assert_eq!(ok(&attr(AttributeSyntax::String, true), json!(["a", "b"])), ["a", "b"]);
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The SCIM schemas idgate serves, built from the backend's capabilities: only what the backend
 //! can store is advertised, and the same definitions drive filtering, projection and PATCH.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde_json::{Value, json};
 
 use crate::backend::Capabilities;
+use crate::config::{AttributeSyntax, CustomAttribute};
 
 pub const USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -22,6 +26,7 @@ pub enum Ty {
     Complex,
     Reference,
     DateTime,
+    Integer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +138,7 @@ impl AttrDef {
                 Ty::Complex => "complex",
                 Ty::Reference => "reference",
                 Ty::DateTime => "dateTime",
+                Ty::Integer => "integer",
             },
             "multiValued": self.multi,
             "description": self.name,
@@ -150,7 +156,7 @@ impl AttrDef {
                 Returned::Request => "request",
             },
         });
-        if self.ty != Ty::Complex && self.ty != Ty::Boolean {
+        if !matches!(self.ty, Ty::Complex | Ty::Boolean | Ty::Integer | Ty::DateTime) {
             v["caseExact"] = json!(self.case_exact);
             v["uniqueness"] = json!(if self.unique { "server" } else { "none" });
         }
@@ -167,12 +173,64 @@ impl AttrDef {
     }
 }
 
-/// One resource type as served: its core schema attributes and its (optional) extension.
+/// An extension schema of a resource type (RFC 7643 §3.3): its attributes live in an object
+/// named by its URN.
+#[derive(Debug, Clone)]
+pub struct Extension {
+    pub urn: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub attrs: Vec<AttrDef>,
+}
+
+/// One resource type as served: its core schema attributes and its extensions (only those with
+/// attributes the backend can hold), and the custom attributes behind the custom extension.
 #[derive(Debug, Clone)]
 pub struct ResourceDef {
     pub kind: Kind,
     pub core: Vec<AttrDef>,
-    pub extension: Option<Vec<AttrDef>>,
+    pub extensions: Vec<Extension>,
+    /// `[[directory.attributes]]`, published in the extension `custom_urn`.
+    pub custom: Arc<[CustomAttribute]>,
+    pub custom_urn: Option<&'static str>,
+}
+
+/// What the user resource publishes beyond the backend's capabilities: the configured custom
+/// attributes, under which extension URN.
+#[derive(Debug, Clone, Copy)]
+pub struct UserSchemaInput<'a> {
+    pub caps: &'a Capabilities,
+    pub custom: &'a [CustomAttribute],
+    pub custom_urn: &'a str,
+}
+
+/// Attribute names and URNs from the configuration, as the `&'static str` the definitions use.
+/// The set is bounded by the configuration, so each distinct text is allocated once.
+pub fn intern(s: &str) -> &'static str {
+    static SET: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let mut set = SET.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = set.get(s) {
+        return k;
+    }
+    let k: &'static str = Box::leak(s.to_string().into_boxed_str());
+    set.insert(k);
+    k
+}
+
+/// The SCIM definition of a custom attribute.
+fn custom_attr_def(a: &CustomAttribute, writable: bool) -> AttrDef {
+    let ty = match a.syntax {
+        AttributeSyntax::String => Ty::String,
+        AttributeSyntax::Integer => Ty::Integer,
+        AttributeSyntax::Boolean => Ty::Boolean,
+        AttributeSyntax::Date => Ty::DateTime,
+    };
+    let mut d = AttrDef::new(intern(a.scim_name()), ty);
+    d.multi = a.multi;
+    if !(writable && a.writable) {
+        d.mutability = Mutability::ReadOnly;
+    }
+    d
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +299,13 @@ fn member_subs(kind: &'static [&'static str]) -> Vec<AttrDef> {
 }
 
 impl ResourceDef {
+    /// The user resource of a backend with `caps` and no custom attributes.
     pub fn user(caps: &Capabilities) -> ResourceDef {
+        ResourceDef::user_with(UserSchemaInput { caps, custom: &[], custom_urn: "" })
+    }
+
+    pub fn user_with(input: UserSchemaInput<'_>) -> ResourceDef {
+        let caps = input.caps;
         let core = vec![
             AttrDef::new("userName", Ty::String).required().unique(),
             AttrDef::new("name", Ty::Complex).sub(vec![
@@ -270,32 +334,85 @@ impl ResourceDef {
                 AttrDef::new("value", Ty::String).exact().read_only(),
                 AttrDef::new("$ref", Ty::Reference).exact().read_only(),
                 AttrDef::new("display", Ty::String).read_only(),
-                AttrDef::new("type", Ty::String).read_only().canonical(&["direct"]),
+                // direct: the user is a member; indirect: through nested groups (RFC 7643 §4.1.2).
+                AttrDef::new("type", Ty::String).read_only().canonical(&["direct", "indirect"]),
             ]),
         ];
-        let extension = caps.employee_number.then(|| vec![AttrDef::new("employeeNumber", Ty::String)]);
-        ResourceDef { kind: Kind::User, core, extension }
+        let mut enterprise = Vec::new();
+        if caps.employee_number {
+            enterprise.push(AttrDef::new("employeeNumber", Ty::String));
+        }
+        if caps.manager {
+            // RFC 7643 §4.3: the manager's id, its location, and its display name (read-only).
+            enterprise.push(AttrDef::new("manager", Ty::Complex).sub(vec![
+                AttrDef::new("value", Ty::String).exact(),
+                AttrDef::new("$ref", Ty::Reference).exact(),
+                // Returned when asked for (`attributes=manager`): clients that compare what they
+                // wrote with what comes back do not expect a value they did not send.
+                AttrDef::new("displayName", Ty::String).read_only().returned(Returned::Request),
+            ]));
+        }
+        let mut extensions = Vec::new();
+        if !enterprise.is_empty() {
+            extensions.push(Extension {
+                urn: ENTERPRISE_URN,
+                name: "EnterpriseUser",
+                description: "Enterprise User",
+                attrs: enterprise,
+            });
+        }
+        let mut custom_urn = None;
+        if !input.custom.is_empty() {
+            let urn = intern(input.custom_urn);
+            custom_urn = Some(urn);
+            extensions.push(Extension {
+                urn,
+                name: "CustomUser",
+                description: "Attributes from the backend's own fields",
+                attrs: input.custom.iter().map(|a| custom_attr_def(a, caps.custom_fields)).collect(),
+            });
+        }
+        ResourceDef { kind: Kind::User, core, extensions, custom: input.custom.into(), custom_urn }
     }
 
-    pub fn group() -> ResourceDef {
+    /// The group resource; member groups are advertised where the backend nests groups.
+    pub fn group(caps: &Capabilities) -> ResourceDef {
+        let types: &'static [&'static str] = if caps.nested_groups { &["User", "Group"] } else { &["User"] };
         let core = vec![
             AttrDef::new("displayName", Ty::String).required().unique(),
-            AttrDef::new("members", Ty::Complex).multi().sub(member_subs(&["User"])),
+            AttrDef::new("members", Ty::Complex).multi().sub(member_subs(types)),
         ];
-        ResourceDef { kind: Kind::Group, core, extension: None }
+        ResourceDef { kind: Kind::Group, core, extensions: Vec::new(), custom: Arc::new([]), custom_urn: None }
     }
 
-    pub fn extension_urn(&self) -> Option<&'static str> {
-        self.extension.as_ref().map(|_| ENTERPRISE_URN)
+    /// The extension with this URN (case-insensitive).
+    pub fn extension(&self, urn: &str) -> Option<&Extension> {
+        self.extensions.iter().find(|e| e.urn.eq_ignore_ascii_case(urn))
     }
 
-    /// Looks an attribute up, case-insensitively, in the core schema, the common attributes, or
-    /// the extension (`ext = true`).
-    pub fn attr(&self, ext: bool, name: &str) -> Option<AttrDef> {
-        if ext {
-            return self.extension.as_ref()?.iter().find(|a| a.name.eq_ignore_ascii_case(name)).cloned();
+    /// Looks an attribute up, case-insensitively: in the extension `urn`, or (`None`) in the core
+    /// schema and the common attributes.
+    pub fn attr(&self, urn: Option<&str>, name: &str) -> Option<AttrDef> {
+        if let Some(urn) = urn {
+            return self.extension(urn)?.attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name)).cloned();
         }
         self.core.iter().find(|a| a.name.eq_ignore_ascii_case(name)).cloned().or_else(|| common_attr(name))
+    }
+
+    /// The extension holding an attribute named without a URN: the one extension that has it,
+    /// when the core schema does not.
+    pub fn extension_of(&self, name: &str) -> Option<&'static str> {
+        if self.attr(None, name).is_some() {
+            return None;
+        }
+        let mut holders = self.extensions.iter().filter(|e| e.attrs.iter().any(|a| a.name.eq_ignore_ascii_case(name)));
+        let first = holders.next()?;
+        holders.next().is_none().then_some(first.urn)
+    }
+
+    /// The custom attribute behind a SCIM attribute of the custom extension.
+    pub fn custom_attr(&self, scim_name: &str) -> Option<&CustomAttribute> {
+        self.custom.iter().find(|a| a.scim_name().eq_ignore_ascii_case(scim_name))
     }
 
     pub fn schema_json(&self, base: &str) -> Vec<Value> {
@@ -304,8 +421,8 @@ impl ResourceDef {
             Kind::Group => (GROUP_URN, "Group", "Group"),
         };
         let mut out = vec![schema_doc(base, id, name, desc, &self.core)];
-        if let Some(ext) = &self.extension {
-            out.push(schema_doc(base, ENTERPRISE_URN, "EnterpriseUser", "Enterprise User", ext));
+        for e in &self.extensions {
+            out.push(schema_doc(base, e.urn, e.name, e.description, &e.attrs));
         }
         out
     }
@@ -321,8 +438,9 @@ impl ResourceDef {
             "schema": k.urn(),
             "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/{}", k.name())},
         });
-        if let Some(urn) = self.extension_urn() {
-            v["schemaExtensions"] = json!([{"schema": urn, "required": false}]);
+        if !self.extensions.is_empty() {
+            v["schemaExtensions"] =
+                self.extensions.iter().map(|e| json!({"schema": e.urn, "required": false})).collect::<Value>();
         }
         v
     }
@@ -346,10 +464,13 @@ mod tests {
     #[test]
     fn extension_follows_capabilities() {
         let mut caps = Capabilities::ALL;
-        assert!(ResourceDef::user(&caps).extension.is_some());
+        assert!(ResourceDef::user(&caps).extension(ENTERPRISE_URN).is_some());
         caps.employee_number = false;
         let d = ResourceDef::user(&caps);
-        assert!(d.extension.is_none());
+        assert!(d.attr(Some(ENTERPRISE_URN), "manager").is_some(), "the manager alone keeps the extension");
+        caps.manager = false;
+        let d = ResourceDef::user(&caps);
+        assert!(d.extensions.is_empty());
         assert_eq!(d.schema_json("x").len(), 1);
         assert!(d.resource_type_json("x").get("schemaExtensions").is_none());
     }
@@ -357,9 +478,43 @@ mod tests {
     #[test]
     fn lookups_are_case_insensitive() {
         let d = ResourceDef::user(&Capabilities::ALL);
-        assert_eq!(d.attr(false, "USERNAME").map(|a| a.name), Some("userName"));
-        assert_eq!(d.attr(false, "externalid").map(|a| a.name), Some("externalId"));
-        assert_eq!(d.attr(true, "employeenumber").map(|a| a.name), Some("employeeNumber"));
-        assert!(d.attr(false, "nickName").is_none());
+        assert_eq!(d.attr(None, "USERNAME").map(|a| a.name), Some("userName"));
+        assert_eq!(d.attr(None, "externalid").map(|a| a.name), Some("externalId"));
+        assert_eq!(d.attr(Some(ENTERPRISE_URN), "employeenumber").map(|a| a.name), Some("employeeNumber"));
+        assert!(d.attr(None, "nickName").is_none());
+        assert_eq!(d.extension_of("MANAGER"), Some(ENTERPRISE_URN));
+        assert_eq!(d.extension_of("userName"), None);
+    }
+
+    #[test]
+    fn custom_extension_lists_the_configured_attributes() {
+        let attr = |name: &str, syntax, writable| CustomAttribute {
+            name: name.into(),
+            field: name.to_lowercase(),
+            scim_name: None,
+            syntax,
+            multi: false,
+            separator: ",".into(),
+            writable,
+            indexed: true,
+        };
+        let custom =
+            [attr("costCenter", AttributeSyntax::String, true), attr("badge", AttributeSyntax::Integer, false)];
+        let urn = "urn:example:custom";
+        let d = ResourceDef::user_with(UserSchemaInput { caps: &Capabilities::ALL, custom: &custom, custom_urn: urn });
+        let docs = d.schema_json("b");
+        let doc = docs.iter().find(|s| s["id"] == urn).expect("custom schema listed");
+        assert_eq!(doc["attributes"][0]["name"], "costCenter");
+        assert_eq!(doc["attributes"][0]["caseExact"], false);
+        assert_eq!(doc["attributes"][0]["mutability"], "readWrite");
+        assert_eq!(doc["attributes"][1]["type"], "integer");
+        assert_eq!(doc["attributes"][1]["mutability"], "readOnly");
+        let rt = d.resource_type_json("b");
+        assert_eq!(rt["schemaExtensions"][1], json!({"schema": urn, "required": false}));
+        assert_eq!(d.extension_of("costcenter"), Some(urn));
+        let mut caps = Capabilities::ALL;
+        caps.custom_fields = false;
+        let d = ResourceDef::user_with(UserSchemaInput { caps: &caps, custom: &custom, custom_urn: urn });
+        assert_eq!(d.attr(Some(urn), "costCenter").map(|a| a.mutability), Some(Mutability::ReadOnly));
     }
 }

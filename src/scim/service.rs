@@ -11,8 +11,8 @@ use super::error::ScimError;
 use super::filter::{self, AttrRef};
 use super::patch;
 use super::resource::{self, UserFields};
-use super::schema::{Kind, LIST_URN, ResourceDef};
-use crate::config::DeleteMode;
+use super::schema::{ENTERPRISE_URN, Kind, LIST_URN, ResourceDef};
+use crate::config::{AttributeSyntax, DeleteMode};
 use crate::costly::{Budget, COSTLY_COST, Refused};
 use crate::directory::{Caller, GroupEdit, GroupSpec, Snapshot, UserEdit, UserSpec};
 use crate::model::{NewGroup, NewUser};
@@ -104,18 +104,61 @@ fn resource_json(s: &ScimState, snap: &Snapshot, kind: Kind, idx: usize, def: &R
     }
 }
 
+/// Candidates for an equality on an extension attribute: the users whose manager, or whose
+/// custom attribute, has the value, found from the model without building any JSON.
+fn extension_candidates(snap: &Snapshot, def: &ResourceDef, f: &filter::Filter) -> Option<Vec<usize>> {
+    let filter::Filter::Compare(r, filter::Op::Eq, lit) = f else { return None };
+    let urn = r.extension(def)?;
+    if urn == ENTERPRISE_URN && r.name.eq_ignore_ascii_case("manager") {
+        if r.sub.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("value")) {
+            return None;
+        }
+        let id = lit.as_str()?;
+        return Some(snap.users().filter(|(_, u)| u.manager.as_deref() == Some(id)).map(|(i, _)| i).collect());
+    }
+    if Some(urn) != def.custom_urn || r.sub.is_some() {
+        return None;
+    }
+    let a = def.custom_attr(&r.name)?;
+    // The literal in the core's canonical text; one that cannot be a value matches nothing.
+    let wanted = resource::custom_values(a, lit).ok().and_then(|v| v.into_iter().next());
+    let wanted = wanted.and_then(|v| crate::directory::custom::canonical(a.syntax, v.trim()));
+    let Some(wanted) = wanted else { return Some(Vec::new()) };
+    // Strings compare case-insensitively (caseExact false), the rest exactly.
+    let hit = |v: &String| match a.syntax {
+        AttributeSyntax::String => v.to_lowercase() == wanted.to_lowercase(),
+        _ => *v == wanted,
+    };
+    Some(
+        snap.users()
+            .filter(|(_, u)| u.custom.get(&a.field).is_some_and(|vs| vs.iter().any(hit)))
+            .map(|(i, _)| i)
+            .collect(),
+    )
+}
+
 /// Candidate indexes for a filter: the snapshot's indexes for `userName`/`id`/`externalId`/
-/// `emails`/`displayName` equality, everything otherwise. Candidates are still checked in full.
-fn candidates(s: &ScimState, snap: &Snapshot, kind: Kind, f: Option<&filter::Filter>) -> Vec<usize> {
+/// `emails`/`displayName` equality, the model for manager and custom attribute equality,
+/// everything otherwise. Candidates are still checked in full.
+fn candidates(s: &ScimState, snap: &Snapshot, kind: Kind, def: &ResourceDef, f: Option<&filter::Filter>) -> Vec<usize> {
     let all = || -> Vec<usize> {
         match kind {
             Kind::User => snap.users().map(|(i, _)| i).collect(),
             Kind::Group => snap.groups().map(|(i, _)| i).collect(),
         }
     };
+    if kind == Kind::User
+        && let Some(found) = f.and_then(|f| extension_candidates(snap, def, f))
+    {
+        return found;
+    }
     let Some((key, v)) = f.and_then(filter::indexed_eq) else { return all() };
     match (kind, key.as_str()) {
-        (Kind::User, "username") => snap.user_index_by_login(v).into_iter().collect(),
+        (Kind::User, "username") => {
+            let mut found = s.dir.users_named(snap, v);
+            found.sort_unstable();
+            found
+        }
         (Kind::User, "id") => snap.user_index(v).into_iter().collect(),
         (Kind::User, "emails" | "emails.value") => snap.user_indexes_by_email(v),
         (Kind::Group, "displayname") => snap.group_index_by_name(v).into_iter().collect(),
@@ -156,7 +199,7 @@ impl ListJob {
             if let Some(f) = &f {
                 filter::validate(f, &def)?;
             }
-            let candidates = candidates(s, &snap, kind, f.as_ref());
+            let candidates = candidates(s, &snap, kind, &def, f.as_ref());
             parts.push(Part { kind, def, candidates });
         }
         let filter = f.as_ref().map(filter::Prepared::new);
@@ -314,8 +357,11 @@ pub async fn create(s: &ScimState, c: &Caller, kind: Kind, body: &Value, base: &
     let id = match kind {
         Kind::User => {
             let (f, password) = resource::user_fields(body, &s.def(kind))?;
+            if let Some(m) = &f.manager {
+                check_manager(&*s.dir.snapshot()?, m)?;
+            }
             let new = NewUser {
-                login: f.login,
+                login: f.login.clone(),
                 first_name: f.given,
                 last_name: f.family,
                 email: f.email,
@@ -327,19 +373,36 @@ pub async fn create(s: &ScimState, c: &Caller, kind: Kind, body: &Value, base: &
                 active: f.active.unwrap_or(true),
                 admin: false,
                 password,
-                ..Default::default()
+                manager: f.manager,
+                custom: f.custom,
             };
-            let spec = UserSpec { new, external_id: f.external_id, display_name: f.display_name, user_name: None };
+            // The core derives the login from the userName by the configured rule.
+            let spec =
+                UserSpec { new, external_id: f.external_id, display_name: f.display_name, user_name: Some(f.login) };
             s.dir.create_user(c, spec).await?.id.clone()
         }
         Kind::Group => {
             let f = resource::group_fields(body)?;
-            let new = NewGroup { name: f.name, description: None, members: f.members, ..Default::default() };
+            let m = f.resolve(&*s.dir.snapshot()?)?;
+            let new = NewGroup { name: f.name, description: None, members: m.users, member_groups: m.groups };
             s.dir.create_group(c, GroupSpec { new, external_id: f.external_id }).await?.id.clone()
         }
     };
     let (_, _, v) = current(s, kind, &resource::scim_id(kind, &id), base)?;
     Ok(Reply::resource(StatusCode::CREATED, v))
+}
+
+/// A manager must be a user; a group's id gets a clearer refusal than "not an existing user".
+fn check_manager(snap: &Snapshot, id: &str) -> Result<(), ScimError> {
+    if snap.user_index(id).is_none()
+        && let Some(gi) = resource::backend_id(Kind::Group, id).and_then(|b| snap.group_index(b))
+    {
+        return Err(ScimError::invalid_value(format!(
+            "manager {id:?} is the group {}, not a user: a manager's value is a user's id",
+            snap.group(gi).name
+        )));
+    }
+    Ok(())
 }
 
 fn no_such(kind: Kind, id: &str) -> ScimError {
@@ -389,23 +452,31 @@ pub async fn modify(
     };
     match kind {
         Kind::User => {
-            let employee_number = s.dir.capabilities().employee_number;
             s.dir
                 .edit_user(c, backend, |snap, idx| {
                     let doc = target(snap, idx)?;
                     let user = snap.user(idx);
-                    let old = UserFields::of(user, &s.dir.attached_user(user));
+                    let old = UserFields::of(snap, user, &s.dir.attached_user(user), &def);
                     let (mut new, password) = resource::user_fields(&doc, &def)?;
                     if new.active.is_none() {
                         new.active = old.active;
                     }
+                    if ops.is_some() {
+                        // A patched document is complete: an extension it lacks was emptied.
+                        new.asserted = old.asserted.clone();
+                    }
+                    let changes = new.changes_from(&old, &def);
+                    if let Some(Some(m)) = &changes.manager {
+                        check_manager(snap, m)?;
+                    }
                     Ok::<_, ScimError>(UserEdit {
-                        changes: new.changes_from(&old, employee_number),
+                        changes,
                         password,
                         old_password: None,
                         external_id: (new.external_id != old.external_id).then(|| new.external_id.clone()),
                         display_name: (new.display_name != old.display_name).then(|| new.display_name.clone()),
-                        user_name: None,
+                        // Only a changed name: the core derives the login from it.
+                        user_name: (new.login != old.login).then(|| new.login.clone()),
                     })
                 })
                 .await
@@ -416,14 +487,26 @@ pub async fn modify(
                 .edit_group(c, backend, |snap, gi| {
                     let doc = target(snap, gi)?;
                     let new = resource::group_fields(&doc)?;
+                    let members = new.resolve(snap)?;
                     let old_external = s.dir.group_external_id(snap.group(gi));
+                    // Explicit removals are users the backend may list though the cache does not;
+                    // groups' ids among them are handled through the member groups.
+                    let mut removals =
+                        ops.as_deref().map(|o| patch::member_removals(o, s.limits())).unwrap_or_default();
+                    removals.retain(|id| {
+                        snap.user_index(id).is_some()
+                            || resource::backend_id(Kind::Group, id).and_then(|b| snap.group_index(b)).is_none()
+                    });
+                    // Asked for only where it can matter, so a backend without nesting is not
+                    // asked to change member groups it cannot have.
+                    let nesting = s.dir.capabilities().nested_groups || !members.groups.is_empty();
                     Ok::<_, ScimError>(GroupEdit {
                         name: Some(new.name),
                         description: None,
-                        members: Some(new.members.into_iter().collect()),
-                        member_groups: None,
+                        members: Some(members.users.into_iter().collect()),
+                        member_groups: nesting.then(|| members.groups.into_iter().collect()),
                         external_id: (new.external_id != old_external).then_some(new.external_id),
-                        removals: ops.as_deref().map(|o| patch::member_removals(o, s.limits())).unwrap_or_default(),
+                        removals,
                     })
                 })
                 .await

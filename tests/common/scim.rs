@@ -142,3 +142,48 @@ pub fn member_ids(group: &Value) -> BTreeSet<String> {
         .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
+
+/// A gateway config in front of a Dolibarr at `url` (admin `api_key`): LDAP with the `reader`
+/// service account (`svc-pw`), SCIM with the write token `TOKEN`, state in `state`.
+pub fn dolibarr_gateway_config(url: &str, api_key: &str, state: &std::path::Path) -> idgate::config::Config {
+    let text = format!(
+        r#"
+        [ldap]
+        listen = "127.0.0.1:0"
+        [[ldap.service_accounts]]
+        name = "reader"
+        password = "svc-pw"
+        access = "read"
+        [http]
+        listen = "127.0.0.1:0"
+        [scim]
+        state_path = "{}"
+        [[scim.tokens]]
+        name = "test"
+        token = "{TOKEN}"
+        scope = "write"
+        [backend]
+        kind = "dolibarr"
+        url = "{url}"
+        api_key = "{api_key}"
+        timeout = "5s"
+        retries = 0
+        "#,
+        state.display(),
+    );
+    idgate::config::Config::parse(&text).expect("Dolibarr gateway config")
+}
+
+/// The one user a `userName eq` filter finds (panics unless exactly one).
+pub async fn user_named(s: &Scim, name: &str) -> Value {
+    let r = s.filter("Users", &format!("userName eq \"{name}\"")).await;
+    assert_eq!((r.status, r.total()), (200, 1), "userName eq {name:?}: {r}");
+    r.body["Resources"][0].clone()
+}
+
+/// The one group a `displayName eq` filter finds.
+pub async fn group_named(s: &Scim, name: &str) -> Value {
+    let r = s.filter("Groups", &format!("displayName eq \"{name}\"")).await;
+    assert_eq!((r.status, r.total()), (200, 1), "displayName eq {name:?}: {r}");
+    r.body["Resources"][0].clone()
+}
