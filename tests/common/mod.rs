@@ -6,6 +6,7 @@
 pub mod process;
 pub mod replays;
 pub mod scim;
+pub mod tools;
 
 use std::collections::BTreeSet;
 use std::future::Future;
