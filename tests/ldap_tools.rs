@@ -24,7 +24,7 @@ async fn ldapsearch_acceptance() {
     assert_eq!(ldif_values(&out, "mail"), vec![fx.user_mail.clone()]);
     let member_of: std::collections::BTreeSet<String> =
         ldif_values(&out, "memberOf").iter().map(|d| rdn_value(d).to_lowercase()).collect();
-    assert_eq!(member_of, fx.user_group_set());
+    assert_eq!(member_of, fx.member_of_set());
     assert!(ldif_values(&out, "uidNumber")[0].parse::<u32>().is_ok(), "{out}");
     assert_eq!(ldif_values(&out, "entryUUID")[0].len(), 36, "{out}");
     assert!(ldif_values(&out, "userPassword").is_empty());

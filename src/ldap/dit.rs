@@ -1080,10 +1080,17 @@ mod tests {
         assert!(dit.lookup(schema::id("uidNumber"), "99999").unwrap().is_empty());
     }
 
-    fn custom_attr(name: &str, syntax: crate::config::AttributeSyntax, multi: bool, indexed: bool) -> CustomAttribute {
+    /// A custom attribute `name` stored in field `field`.
+    fn custom_attr(
+        name: &str,
+        field: &str,
+        syntax: crate::config::AttributeSyntax,
+        multi: bool,
+        indexed: bool,
+    ) -> CustomAttribute {
         CustomAttribute {
             name: name.into(),
-            field: format!("f_{name}"),
+            field: field.into(),
             scim_name: None,
             syntax,
             multi,
@@ -1095,8 +1102,6 @@ mod tests {
 
     /// Nested groups with a cycle, managers (one dangling), custom values of every syntax.
     fn nested() -> Arc<Snapshot> {
-        use crate::config::AttributeSyntax as S;
-        let _ = S::String;
         let user = |id: &str, login: &str, manager: Option<&str>, custom: &[(&str, &[&str])]| {
             Arc::new(User {
                 id: id.into(),
@@ -1143,19 +1148,12 @@ mod tests {
     fn variants() -> Vec<(String, DitSettings)> {
         use crate::config::AttributeSyntax as S;
         let customs = vec![
-            custom_attr("costCenter", S::String, false, true),
-            custom_attr("level", S::Integer, false, true),
-            custom_attr("vip", S::Boolean, false, true),
-            custom_attr("since", S::Date, false, false),
-            custom_attr("tags", S::String, true, true),
+            custom_attr("costCenter", "f_cc", S::String, false, true),
+            custom_attr("level", "f_level", S::Integer, false, true),
+            custom_attr("vip", "f_vip", S::Boolean, false, true),
+            custom_attr("since", "f_since", S::Date, false, false),
+            custom_attr("tags", "f_tags", S::String, true, true),
         ];
-        let customs: Vec<CustomAttribute> = customs
-            .into_iter()
-            .map(|mut a| {
-                a.field = format!("f_{}", if a.name == "costCenter" { "cc" } else { &a.name });
-                a
-            })
-            .collect();
         let (base, _) = sample();
         let mut out = Vec::new();
         for member_of in [MemberOf::Transitive, MemberOf::Direct] {
