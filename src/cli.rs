@@ -67,6 +67,8 @@ async fn wait_for_signal() {
 fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let cfg = Config::load(path)?;
     crate::ldap::validate(&cfg.ldap).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+    crate::ldap::validate_attributes(&cfg.directory.attributes)
+        .map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
     Ok(cfg)
 }
 

@@ -229,6 +229,8 @@ async fn client_replays_against_dolibarr() {
             user_dn: "uid=jdoe,ou=people,dc=example,dc=com".into(),
             user_mail: "jdoe@example.com".into(),
             user_groups: vec!["developers".into(), "sales".into()],
+            user_nested_groups: Vec::new(),
+            primary_group: Some("users".into()),
             login_group: "developers".into(),
             admin_group: "sales".into(),
             outsider_login: "norights".into(),

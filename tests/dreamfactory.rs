@@ -532,6 +532,8 @@ async fn client_replays_against_dreamfactory() {
         user_dn: format!("uid={JANE_EMAIL},ou=people,{base}"),
         user_mail: JANE_EMAIL.into(),
         user_groups: vec!["staff".into()],
+        user_nested_groups: Vec::new(),
+        primary_group: Some("users".into()),
         login_group: "staff".into(),
         admin_group: "staff".into(),
         outsider_login: OUTSIDER_EMAIL.into(),

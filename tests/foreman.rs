@@ -729,6 +729,8 @@ async fn client_replays_against_foreman() {
         user_dn: "uid=jdoe,ou=people,dc=example,dc=com".into(),
         user_mail: "jane.doe@example.com".into(),
         user_groups: vec!["ops".into(), "platform".into()],
+        user_nested_groups: Vec::new(),
+        primary_group: Some("users".into()),
         login_group: "ops".into(),
         admin_group: "platform".into(),
         outsider_login: "ckent".into(),

@@ -142,7 +142,7 @@ async fn access_control() {
     assert!(e.is_empty());
     let groups = search_ok(&mut me, &fx.groups_base, Scope::Subtree, "(objectClass=groupOfNames)", &["cn"]).await;
     let names: BTreeSet<String> = groups.iter().map(|g| first(g, "cn").to_lowercase()).collect();
-    assert_eq!(names, fx.user_group_set(), "only the user's own groups");
+    assert_eq!(names, fx.posix_group_set(), "only the user's own groups, and the primary group");
     let (_, res) = search(&mut me, &fx.group_dn("sales"), Scope::Base, "(objectClass=*)", &[]).await;
     assert_eq!(res.rc, 32, "a group the user is not in");
     let cmp = me

@@ -3,54 +3,8 @@
 
 mod common;
 
-use std::process::Output;
-use std::time::Duration;
-
+use common::tools::{args, code, ldif_values, run, stdout};
 use common::*;
-
-/// Runs an OpenLDAP tool with config files ignored; `None` when it is not installed.
-async fn run(tool: &str, args: &[String]) -> Option<Output> {
-    let mut cmd = tokio::process::Command::new(tool);
-    cmd.args(args)
-        .env("LDAPNOINIT", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    match cmd.spawn() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("SKIPPED: {tool} is not installed (Debian package ldap-utils)");
-            None
-        }
-        Err(e) => panic!("cannot run {tool}: {e}"),
-        Ok(child) => Some(
-            tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-                .await
-                .unwrap_or_else(|_| panic!("{tool} did not finish in time"))
-                .expect("tool output"),
-        ),
-    }
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exit code")
-}
-
-/// `attr: value` lines of an LDIF output (no line folding with -o ldif_wrap=no).
-fn ldif_values(out: &str, name: &str) -> Vec<String> {
-    out.lines()
-        .filter_map(|l| l.split_once(": ").or_else(|| l.split_once(":: ")))
-        .filter(|(a, _)| a.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.to_string())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldapsearch_acceptance() {
@@ -70,7 +24,7 @@ async fn ldapsearch_acceptance() {
     assert_eq!(ldif_values(&out, "mail"), vec![fx.user_mail.clone()]);
     let member_of: std::collections::BTreeSet<String> =
         ldif_values(&out, "memberOf").iter().map(|d| rdn_value(d).to_lowercase()).collect();
-    assert_eq!(member_of, fx.user_group_set());
+    assert_eq!(member_of, fx.member_of_set());
     assert!(ldif_values(&out, "uidNumber")[0].parse::<u32>().is_ok(), "{out}");
     assert_eq!(ldif_values(&out, "entryUUID")[0].len(), 36, "{out}");
     assert!(ldif_values(&out, "userPassword").is_empty());

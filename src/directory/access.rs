@@ -145,6 +145,16 @@ impl ReadScope {
             ScopeKind::Own(me) => me.is_some_and(|ui| snap.is_member(gi, ui)),
         }
     }
+    /// A group the directory makes up rather than reads from the backend (LDAP's primary
+    /// groups), whose members are the users for which `has_member` holds.
+    pub fn made_up_group(&self, has_member: impl Fn(usize) -> bool) -> bool {
+        match &self.kind {
+            ScopeKind::Nothing => false,
+            ScopeKind::Everything { .. } => true,
+            ScopeKind::Rights(r) => r.groups >= Access::Read,
+            ScopeKind::Own(me) => me.is_some_and(has_member),
+        }
+    }
     /// The service accounts' own entries.
     pub fn services(&self) -> bool {
         matches!(self.kind, ScopeKind::Rights(_) | ScopeKind::Everything { services: true })

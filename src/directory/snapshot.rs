@@ -40,6 +40,9 @@ pub struct Snapshot {
     user_by_email: Index,
     /// Folded full name ("first last", or the login); LDAP's `cn`.
     user_by_full_name: Index,
+    /// Extra field values: the hash of `field NUL folded value` (values are canonical text, see
+    /// `directory::custom`), for equality lookups on custom attributes.
+    user_by_custom: Index,
     group_by_id: Index,
     group_by_name: Index,
     /// entryUUID -> (is a group, slot).
@@ -96,6 +99,10 @@ pub fn entity_uuid(scope: &str, kind: &str, id: &str) -> u128 {
     uuid::Uuid::new_v5(&NS, format!("{scope}\u{0}{kind}\u{0}{id}").as_bytes()).as_u128()
 }
 
+fn custom_key(field: &str, folded: &str) -> String {
+    format!("{field}\u{0}{folded}")
+}
+
 fn slot(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
@@ -117,6 +124,7 @@ impl Snapshot {
             user_by_login: Index::new(),
             user_by_email: Index::new(),
             user_by_full_name: Index::new(),
+            user_by_custom: Index::new(),
             group_by_id: Index::new(),
             group_by_name: Index::new(),
             by_uuid: OrdMap::new(),
@@ -233,6 +241,16 @@ impl Snapshot {
             .filter(|&i| self.user_at(i).is_some_and(|u| fold(&u.full_name()) == key))
             .collect()
     }
+    /// Users with `value` among the values of extra field `field` (case-insensitive, spaces
+    /// folded; `value` in canonical form).
+    pub fn user_indexes_by_custom(&self, field: &str, value: &str) -> Vec<usize> {
+        let key = fold(value);
+        range(&self.user_by_custom, &custom_key(field, &key))
+            .filter(|&i| {
+                self.user_at(i).is_some_and(|u| u.custom.get(field).is_some_and(|vs| vs.iter().any(|v| fold(v) == key)))
+            })
+            .collect()
+    }
     pub fn group_index_by_name(&self, name: &str) -> Option<usize> {
         let key = name.to_lowercase();
         range(&self.group_by_name, &fold(name)).find(|&i| self.group_at(i).is_some_and(|g| eq_lower(&g.name, &key)))
@@ -343,12 +361,18 @@ impl Snapshot {
         if !u.email.is_empty() {
             keys.push((2, fold(&u.email)));
         }
+        for (field, values) in &u.custom {
+            for v in values {
+                keys.push((4, custom_key(field, &fold(v))));
+            }
+        }
         for (which, key) in keys {
             let ix = match which {
                 0 => &mut self.user_by_id,
                 1 => &mut self.user_by_login,
                 2 => &mut self.user_by_email,
-                _ => &mut self.user_by_full_name,
+                3 => &mut self.user_by_full_name,
+                _ => &mut self.user_by_custom,
             };
             if add {
                 ix.insert((hash(&key), s));
@@ -600,6 +624,25 @@ mod tests {
         assert_eq!(changed.users.len(), 3, "alice and bob left, carol joined");
         assert_eq!(s.member_ids(s.group_index("1").unwrap()), vec!["3"]);
         assert!(s.groups_of(s.user_index("2").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn custom_values_are_indexed_and_follow_changes() {
+        let mut alice = User { id: "1".into(), login: "alice".into(), ..Default::default() };
+        alice.custom.insert("cc".into(), vec!["CC-100".into(), "Shared  Desk".into()]);
+        let mut bob = User { id: "2".into(), login: "bob".into(), ..Default::default() };
+        bob.custom.insert("cc".into(), vec!["cc-100".into()]);
+        bob.custom.insert("other".into(), vec!["shared desk".into()]);
+        let mut s = Snapshot::build("t", 1, vec![Arc::new(alice.clone()), Arc::new(bob)], vec![]);
+        assert_eq!(s.user_indexes_by_custom("cc", "cc-100").len(), 2);
+        assert_eq!(s.user_indexes_by_custom("cc", "SHARED DESK"), vec![0], "field and folded value");
+        assert!(s.user_indexes_by_custom("cc", "CC-200").is_empty());
+        alice.custom.insert("cc".into(), vec!["CC-200".into()]);
+        s.put_user(Arc::new(alice));
+        assert_eq!(s.user_indexes_by_custom("cc", "CC-100"), vec![1]);
+        assert_eq!(s.user_indexes_by_custom("cc", "cc-200"), vec![0]);
+        s.remove_user("1");
+        assert!(s.user_indexes_by_custom("cc", "CC-200").is_empty());
     }
 
     /// Nesting: three levels and a cycle. Walks end, each group counted once.

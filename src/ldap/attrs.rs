@@ -3,6 +3,9 @@
 //! entries from it (dit.rs) and the write operations change users through it (ops/), so an
 //! attribute is mapped in exactly one place.
 
+use crate::config::AttributeSyntax;
+use crate::directory::custom::canonical;
+use crate::ldap::matching::{format_generalized_time, parse_generalized_time};
 use crate::model::User;
 
 /// Every user entry's object classes, in the order entries list them.
@@ -52,6 +55,43 @@ pub fn user_field(name: &str) -> Option<&'static UserField> {
     USER_FIELDS.iter().find(|f| f.name == name)
 }
 
+/// Unix seconds GeneralizedTime can write with four year digits (0000-01-01 to 9999-12-31).
+const TIME_RANGE: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+
+/// A custom attribute's value as LDAP shows it, from the core's canonical text: booleans
+/// `TRUE`/`FALSE`, dates GeneralizedTime. `None` for a value the syntax cannot show (it is left out).
+pub fn custom_to_ldap(syntax: AttributeSyntax, v: &str) -> Option<String> {
+    let c = canonical(syntax, v.trim())?;
+    match syntax {
+        AttributeSyntax::String => Some(v.to_string()),
+        AttributeSyntax::Integer => Some(c),
+        AttributeSyntax::Boolean => Some(if c == "true" { "TRUE" } else { "FALSE" }.into()),
+        AttributeSyntax::Date => {
+            let secs: i64 = c.parse().ok()?;
+            TIME_RANGE.contains(&secs).then(|| format_generalized_time(secs))
+        }
+    }
+}
+
+/// The core's canonical text of a value a client wrote in LDAP form; `None` when it is not a
+/// value of the syntax (RFC 4517: Boolean is `TRUE` or `FALSE`; dates are GeneralizedTime, kept
+/// to the second).
+pub fn custom_from_ldap(syntax: AttributeSyntax, v: &str) -> Option<String> {
+    match syntax {
+        AttributeSyntax::String => canonical(syntax, v),
+        AttributeSyntax::Integer => canonical(syntax, v.trim()),
+        AttributeSyntax::Boolean => match v.trim().to_ascii_uppercase().as_str() {
+            "TRUE" => Some("true".into()),
+            "FALSE" => Some("false".into()),
+            _ => None,
+        },
+        AttributeSyntax::Date => {
+            let secs = parse_generalized_time(v)?.div_euclid(1000);
+            TIME_RANGE.contains(&secs).then(|| secs.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +113,32 @@ mod tests {
         (user_field("telephoneNumber").unwrap().set)(&mut u, String::new());
         assert_eq!(u.phone, None);
         assert!(user_field("cn").is_none(), "derived, not stored");
+    }
+
+    #[test]
+    fn custom_values_convert_between_ldap_and_canonical_forms() {
+        use AttributeSyntax as S;
+        assert_eq!(custom_to_ldap(S::Boolean, "true").as_deref(), Some("TRUE"));
+        assert_eq!(custom_to_ldap(S::Boolean, "false").as_deref(), Some("FALSE"));
+        assert_eq!(custom_from_ldap(S::Boolean, "TRUE").as_deref(), Some("true"));
+        assert_eq!(custom_from_ldap(S::Boolean, " false ").as_deref(), Some("false"));
+        assert_eq!(custom_from_ldap(S::Boolean, "yes"), None);
+        assert_eq!(custom_from_ldap(S::Boolean, "1"), None, "LDAP booleans are TRUE or FALSE");
+        assert_eq!(custom_to_ldap(S::Date, "1709210096").as_deref(), Some("20240229123456Z"));
+        assert_eq!(custom_from_ldap(S::Date, "20240229123456Z").as_deref(), Some("1709210096"));
+        assert_eq!(custom_from_ldap(S::Date, "20240229133456+0100").as_deref(), Some("1709210096"));
+        assert_eq!(custom_from_ldap(S::Date, "19691231235959.5Z").as_deref(), Some("-1"), "floor to the second");
+        assert_eq!(custom_from_ldap(S::Date, "2024-02-29"), None);
+        assert_eq!(custom_to_ldap(S::Date, "99999999999999"), None, "beyond year 9999");
+        assert_eq!(custom_from_ldap(S::Integer, " +42 ").as_deref(), Some("42"));
+        assert_eq!(custom_from_ldap(S::Integer, "4.2"), None);
+        assert_eq!(custom_from_ldap(S::Integer, "99999999999999999999"), None, "beyond 64 bits");
+        assert_eq!(custom_to_ldap(S::Integer, "x"), None, "a backend's bad value is left out");
+        assert_eq!(custom_from_ldap(S::String, "CC-100").as_deref(), Some("CC-100"));
+        assert_eq!(custom_from_ldap(S::String, ""), None);
+        for secs in [0i64, 1, 1_709_210_096, -86_400, 253_402_300_799] {
+            let l = custom_to_ldap(S::Date, &secs.to_string()).unwrap();
+            assert_eq!(custom_from_ldap(S::Date, &l), Some(secs.to_string()), "{l}");
+        }
     }
 }

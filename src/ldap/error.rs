@@ -26,6 +26,8 @@ impl From<DirectoryError> for LdapError {
             DirectoryError::Unsupported { .. } => Code::UnwillingToPerform,
             // Proof of the old password is a step LDAP clients are told they skipped.
             DirectoryError::Invalid { attribute: Some("oldPassword"), .. } => Code::UnwillingToPerform,
+            // A value the attribute's syntax refuses (a custom attribute's integer, boolean, date).
+            DirectoryError::Invalid { attribute: Some("custom attribute"), .. } => Code::InvalidAttributeSyntax,
             DirectoryError::Invalid { .. } => Code::ConstraintViolation,
             DirectoryError::Denied(_) => Code::InsufficentAccessRights,
             DirectoryError::WrongPassword(_) => Code::InvalidCredentials,

@@ -3,11 +3,12 @@
 //! candidate entries, so most searches never scan the tree.
 
 use std::cell::OnceCell;
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use ldap3_proto::proto::{LdapFilter, LdapMatchingRuleAssertion, LdapSubstringFilter};
 
-use super::dit::{Dit, Entry};
+use super::dit::{Dit, Entry, EntryKind};
 use super::dn::Dn;
 use super::matching::{Norm, has_ordering, has_substrings, index_key, normalize};
 use super::schema::{self, AttrId, Matching};
@@ -38,8 +39,8 @@ pub enum Rule {
     /// Compare with the attribute's own rule (or the named standard one).
     Default,
     CaseExact,
-    /// 1.2.840.113556.1.4.1941: membership through nested groups. Groups do not nest in the
-    /// backends we serve, so this is direct membership.
+    /// 1.2.840.113556.1.4.1941: membership through nested groups, at any depth (on memberOf,
+    /// member and uniqueMember; plain equality elsewhere).
     InChain,
     BitAnd,
     BitOr,
@@ -115,6 +116,8 @@ pub struct Extensible {
     words: Vec<String>,
     /// For the bitwise rules: the value as an integer.
     mask: Option<i64>,
+    /// For the in-chain rule: the entries of one tree generation that match, worked out once.
+    chain: OnceLock<(u64, HashSet<EntryKind>)>,
 }
 
 impl Extensible {
@@ -139,9 +142,15 @@ pub struct Limits {
 }
 
 impl Filter {
+    /// Compiles with the standard attributes only.
     pub fn compile(f: &LdapFilter, limits: &Limits) -> Result<Filter, FilterError> {
+        Filter::compile_with(f, limits, &[])
+    }
+
+    /// Compiles, resolving attribute names among the standard ones and the custom ones given.
+    pub fn compile_with(f: &LdapFilter, limits: &Limits, custom: &[AttrId]) -> Result<Filter, FilterError> {
         let mut terms = 0;
-        compile(f, 1, &mut terms, limits)
+        compile(f, 1, &mut terms, &Cl { limits, custom })
     }
 
     /// An equality assertion (Compare uses it).
@@ -197,8 +206,10 @@ pub fn weight(f: &LdapFilter, cap: u64) -> u64 {
     w
 }
 
-fn attr(name: &str) -> Option<AttrId> {
-    schema::lookup(name)
+/// What compiling needs besides the filter.
+struct Cl<'a> {
+    limits: &'a Limits,
+    custom: &'a [AttrId],
 }
 
 fn substrings(id: AttrId, initial: &Option<String>, any: &[String], last: &Option<String>) -> Filter {
@@ -224,7 +235,9 @@ fn ordering_bound(id: AttrId, value: &str) -> Option<Norm> {
     if has_ordering(m) { normalize(m, value) } else { None }
 }
 
-fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Result<Filter, FilterError> {
+fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, cl: &Cl) -> Result<Filter, FilterError> {
+    let lim = cl.limits;
+    let attr = |name: &str| schema::lookup_in(name, cl.custom);
     if depth > lim.max_depth {
         return Err(FilterError::TooDeep(lim.max_depth));
     }
@@ -235,10 +248,10 @@ fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Res
     let unknown = |present| Filter::Unknown { present };
     Ok(match f {
         LdapFilter::And(v) => {
-            Filter::And(v.iter().map(|x| compile(x, depth + 1, terms, lim)).collect::<Result<_, _>>()?)
+            Filter::And(v.iter().map(|x| compile(x, depth + 1, terms, cl)).collect::<Result<_, _>>()?)
         }
-        LdapFilter::Or(v) => Filter::Or(v.iter().map(|x| compile(x, depth + 1, terms, lim)).collect::<Result<_, _>>()?),
-        LdapFilter::Not(x) => Filter::Not(Box::new(compile(x, depth + 1, terms, lim)?)),
+        LdapFilter::Or(v) => Filter::Or(v.iter().map(|x| compile(x, depth + 1, terms, cl)).collect::<Result<_, _>>()?),
+        LdapFilter::Not(x) => Filter::Not(Box::new(compile(x, depth + 1, terms, cl)?)),
         LdapFilter::Equality(a, v) | LdapFilter::Approx(a, v) => match attr(a) {
             Some(id) => Filter::equality(id, v.clone()),
             None => unknown(false),
@@ -298,6 +311,7 @@ fn compile(f: &LdapFilter, depth: usize, terms: &mut usize, lim: &Limits) -> Res
                 norms: Default::default(),
                 words,
                 mask,
+                chain: OnceLock::new(),
             }))
         }
     })
@@ -311,6 +325,8 @@ fn matching(id: AttrId) -> Matching {
 struct Cx<'a> {
     entry: &'a Entry,
     budget: &'a Budget,
+    /// The tree the entry is in, when known: the in-chain rule walks its groups.
+    tree: Option<&'a Dit>,
     /// The entry's DN, parsed when an extensible match with dnAttributes first needs it.
     dn: OnceCell<Option<Dn>>,
 }
@@ -364,8 +380,35 @@ fn substring(entry: &Entry, id: AttrId, parts: &Option<Box<Substrings>>) -> Tri 
     }))
 }
 
+/// The in-chain rule on memberOf, member or uniqueMember, answered from the tree's nesting
+/// indexes; `None` when it is plain equality (another attribute, or no tree at hand).
+fn in_chain(cx: &Cx, x: &Extensible) -> Option<Tri> {
+    let (tree, id) = (cx.tree?, x.attr?);
+    let fresh;
+    let set = match x.chain.get() {
+        Some((generation, set)) if *generation == tree.generation => set,
+        _ => {
+            let set: HashSet<EntryKind> = tree.in_chain(id, &x.value)?.into_iter().map(|i| tree.kind(i)).collect();
+            match x.chain.set((tree.generation, set)) {
+                Ok(()) => &x.chain.get()?.1,
+                // Another tree generation holds the cache: work out this one's uncached.
+                Err((_, set)) => {
+                    fresh = set;
+                    &fresh
+                }
+            }
+        }
+    };
+    Some(Tri::from(set.contains(&cx.entry.kind)))
+}
+
 fn extensible(cx: &Cx, x: &Extensible) -> Tri {
     let entry = cx.entry;
+    if x.rule == Rule::InChain
+        && let Some(t) = in_chain(cx, x)
+    {
+        return t;
+    }
     let check = |id: AttrId| -> Tri {
         match x.rule {
             Rule::Default | Rule::InChain => equality(entry, id, x.norm(matching(id))),
@@ -432,7 +475,12 @@ impl Filter {
     /// Evaluates one entry, counting each term against `budget`; once the budget has ended the
     /// result is Undefined, and the caller asks the budget why.
     pub fn eval_within(&self, entry: &Entry, budget: &Budget) -> Tri {
-        self.eval_in(&Cx { entry, budget, dn: OnceCell::new() })
+        self.eval_in(&Cx { entry, budget, tree: None, dn: OnceCell::new() })
+    }
+
+    /// Evaluates an entry of `tree` (built by it), counting against `budget`.
+    pub fn eval_in_tree(&self, tree: &Dit, entry: &Entry, budget: &Budget) -> Tri {
+        self.eval_in(&Cx { entry, budget, tree: Some(tree), dn: OnceCell::new() })
     }
 
     fn eval_in(&self, cx: &Cx) -> Tri {
@@ -497,7 +545,10 @@ impl Filter {
         };
         match self {
             Filter::Equality { attr, raw, .. } => indexed(*attr, raw),
-            Filter::Extensible(x) if matches!(x.rule, Rule::Default | Rule::InChain) && !x.dn_attributes => {
+            Filter::Extensible(x) if x.rule == Rule::InChain && !x.dn_attributes => {
+                x.attr.and_then(|id| dit.in_chain(id, &x.value).or_else(|| indexed(id, &x.value)))
+            }
+            Filter::Extensible(x) if x.rule == Rule::Default && !x.dn_attributes => {
                 x.attr.and_then(|id| indexed(id, &x.value))
             }
             Filter::Unknown { .. } => Some(Vec::new()),

@@ -32,6 +32,15 @@ pub fn validate(cfg: &LdapConfig) -> Result<(), String> {
     dit::DitSettings::new(cfg, "", "").map(|_| ())
 }
 
+/// Checks that custom attributes (`[[directory.attributes]]`) do not take the name of a standard
+/// LDAP attribute, which the schema would then publish twice.
+pub fn validate_attributes(attrs: &[crate::config::CustomAttribute]) -> Result<(), String> {
+    match attrs.iter().find(|a| schema::lookup(&a.name).is_some()) {
+        Some(a) => Err(format!("directory.attributes: {} is a standard LDAP attribute; choose another name", a.name)),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +62,24 @@ mod tests {
         assert!(e.starts_with("ldap.groups_rdn: must be a single RDN"), "{e}");
         let e = bad(|c| c.services_rdn = String::new());
         assert!(e.starts_with("ldap.services_rdn: "), "{e}");
+    }
+
+    #[test]
+    fn custom_attributes_must_not_shadow_standard_ones() {
+        let a = |name: &str| crate::config::CustomAttribute {
+            name: name.into(),
+            field: "f".into(),
+            scim_name: None,
+            syntax: Default::default(),
+            multi: false,
+            separator: ",".into(),
+            writable: true,
+            indexed: true,
+        };
+        assert_eq!(validate_attributes(&[a("costCenter")]), Ok(()));
+        let e = validate_attributes(&[a("costCenter"), a("Manager")]).unwrap_err();
+        assert!(e.contains("Manager is a standard LDAP attribute"), "{e}");
+        assert!(validate_attributes(&[a("userid")]).is_err(), "aliases too");
     }
 
     /// The tree settings of the shipped configs (the config module's own test loads the rest).

@@ -84,6 +84,8 @@ pub static ATTRS: &[AttrDef] = &[
     attr!("homeDirectory", [], "1.3.6.1.1.1.1.3", IA5_STRING, CaseIgnore, true, false),
     attr!("loginShell", [], "1.3.6.1.1.1.1.4", IA5_STRING, CaseIgnore, true, false),
     attr!("memberUid", [], "1.3.6.1.1.1.1.12", IA5_STRING, CaseIgnore, false, false),
+    // RFC 4524: the DN of the user's manager (inetOrgPerson may hold it).
+    attr!("manager", [], "0.9.2342.19200300.100.1.10", DN, Dn, false, false),
     attr!("member", [], "2.5.4.31", DN, Dn, false, false),
     attr!("uniqueMember", [], "2.5.4.50", DN, Dn, false, false),
     attr!("description", [], "2.5.4.13", DIRECTORY_STRING, CaseIgnore, false, false),
@@ -126,14 +128,26 @@ pub static ATTRS: &[AttrDef] = &[
     attr!("subtreeSpecification", [], "2.5.18.6", SUBTREE_SPEC, CaseIgnore, true, false),
 ];
 
-/// Index into [`ATTRS`].
+/// Index into [`ATTRS`], or past it a custom attribute of the registry below.
 pub type AttrId = usize;
 
-/// Resolves a name, alias or OID (case-insensitive; `;options` ignored).
+/// Resolves a standard attribute's name, alias or OID (case-insensitive; `;options` ignored).
+/// Custom attributes are resolved by [`lookup_in`], against the set one server publishes.
 pub fn lookup(name: &str) -> Option<AttrId> {
     let base = name.split(';').next().unwrap_or(name);
     ATTRS.iter().position(|a| {
         a.name.eq_ignore_ascii_case(base) || a.oid == base || a.aliases.iter().any(|al| al.eq_ignore_ascii_case(base))
+    })
+}
+
+/// Resolves a name or OID among the standard attributes and then the custom ones in `custom`.
+pub fn lookup_in(name: &str, custom: &[AttrId]) -> Option<AttrId> {
+    lookup(name).or_else(|| {
+        let base = name.split(';').next().unwrap_or(name);
+        custom.iter().copied().find(|&id| {
+            let d = def(id);
+            d.name.eq_ignore_ascii_case(base) || d.oid == base
+        })
     })
 }
 
@@ -146,7 +160,119 @@ pub fn id(name: &str) -> AttrId {
 }
 
 pub fn def(id: AttrId) -> &'static AttrDef {
-    &ATTRS[id]
+    match ATTRS.get(id) {
+        Some(d) => d,
+        None => &custom_slot(id).expect("an attribute id handed out by this module").def,
+    }
+}
+
+// ---- Custom attributes ([[directory.attributes]]) -------------------------------------------
+//
+// They are known only once a config is read, yet attribute ids are plain numbers that `def`
+// resolves without a lock on every comparison. So each distinct definition is registered once per
+// process in a fixed table of write-once slots (lock-free reads); a server resolves names only
+// among the ids it registered (`lookup_in`), so servers with other configs in the same process
+// (tests) never see each other's attributes.
+
+/// A custom attribute's schema entry and its configuration.
+#[derive(Debug)]
+pub struct CustomDef {
+    pub def: AttrDef,
+    pub attr: crate::config::CustomAttribute,
+}
+
+/// Distinct custom attribute definitions one process may register.
+const MAX_CUSTOM: usize = 1024;
+
+static CUSTOM: [std::sync::OnceLock<CustomDef>; MAX_CUSTOM] = [const { std::sync::OnceLock::new() }; MAX_CUSTOM];
+static CUSTOM_LEN: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+fn custom_slot(id: AttrId) -> Option<&'static CustomDef> {
+    CUSTOM.get(id.checked_sub(ATTRS.len())?)?.get()
+}
+
+/// The configuration of a custom attribute id; `None` for a standard attribute.
+pub fn custom(id: AttrId) -> Option<&'static crate::config::CustomAttribute> {
+    custom_slot(id).map(|c| &c.attr)
+}
+
+/// A stable OID for a name: under the UUID arc 2.25 (ITU-T X.667), the decimal value of a
+/// name-based (v5) UUID of it, so it never changes across restarts or installations.
+pub fn stable_oid(kind: &str, name: &str) -> String {
+    const NS: uuid::Uuid = uuid::uuid!("4b0f6c1e-8d0a-5f5e-9c3b-2a7d1e6f0b94");
+    let u = uuid::Uuid::new_v5(&NS, format!("{kind}\u{0}{}", name.to_ascii_lowercase()).as_bytes());
+    format!("2.25.{}", u.as_u128())
+}
+
+/// How values of each custom syntax are written in LDAP and compared.
+pub fn custom_syntax(s: crate::config::AttributeSyntax) -> (&'static str, Matching) {
+    use crate::config::AttributeSyntax as S;
+    match s {
+        S::String => (DIRECTORY_STRING, Matching::CaseIgnore),
+        S::Integer => (INTEGER, Matching::Integer),
+        S::Boolean => (BOOLEAN, Matching::Boolean),
+        S::Date => (GENERALIZED_TIME, Matching::GeneralizedTime),
+    }
+}
+
+/// Registers the custom attributes of a config (once per distinct definition) and returns their
+/// ids, in config order. Refuses a name or OID that a standard attribute already has.
+pub fn register_custom(attrs: &[crate::config::CustomAttribute]) -> Result<Vec<AttrId>, String> {
+    let mut ids = Vec::with_capacity(attrs.len());
+    for a in attrs {
+        if lookup(&a.name).is_some() {
+            return Err(format!("directory.attributes: {} is a standard LDAP attribute; choose another name", a.name));
+        }
+        let mut len = CUSTOM_LEN.lock().unwrap_or_else(|p| p.into_inner());
+        let existing = (0..*len).find(|&i| CUSTOM[i].get().is_some_and(|c| c.attr == *a));
+        let slot = match existing {
+            Some(i) => i,
+            None => {
+                if *len == MAX_CUSTOM {
+                    return Err(format!("more than {MAX_CUSTOM} custom attribute definitions in one process"));
+                }
+                let (syntax, matching) = custom_syntax(a.syntax);
+                // Leaked once per distinct definition: the table above bounds it.
+                let name: &'static str = Box::leak(a.name.clone().into_boxed_str());
+                let oid: &'static str = Box::leak(stable_oid("attributeType", &a.name).into_boxed_str());
+                let def = AttrDef {
+                    name,
+                    aliases: &[],
+                    oid,
+                    syntax,
+                    matching,
+                    single_value: !a.multi,
+                    operational: false,
+                    in_user_set: false,
+                    no_user_modification: false,
+                };
+                let i = *len;
+                let _ = CUSTOM[i].set(CustomDef { def, attr: a.clone() });
+                *len += 1;
+                i
+            }
+        };
+        ids.push(ATTRS.len() + slot);
+    }
+    Ok(ids)
+}
+
+/// The auxiliary class that lets user entries hold the custom attributes.
+pub const CUSTOM_CLASS: &str = "idgateUser";
+
+/// `attributeTypes` values of custom attributes.
+pub fn custom_type_descriptions(ids: &[AttrId]) -> Vec<String> {
+    ids.iter().map(|&id| type_description(def(id))).collect()
+}
+
+/// The `objectClasses` value of [`CUSTOM_CLASS`], listing the custom attributes.
+pub fn custom_class_description(ids: &[AttrId]) -> String {
+    let names: Vec<&str> = ids.iter().map(|&id| def(id).name).collect();
+    format!(
+        "( {} NAME '{CUSTOM_CLASS}' DESC 'Attributes idgate publishes from backend fields' SUP top AUXILIARY MAY {} )",
+        stable_oid("objectClass", CUSTOM_CLASS),
+        oids(&names)
+    )
 }
 
 struct ClassDef {
@@ -206,7 +332,7 @@ static CLASSES: &[ClassDef] = &[
         sup: "organizationalPerson",
         kind: "STRUCTURAL",
         must: &[],
-        may: &["displayName", "employeeNumber", "givenName", "mail", "mobile", "preferredLanguage", "uid"],
+        may: &["displayName", "employeeNumber", "givenName", "mail", "manager", "mobile", "preferredLanguage", "uid"],
     },
     ClassDef {
         name: "posixAccount",
@@ -296,28 +422,27 @@ fn matching_rules(m: Matching) -> &'static str {
     }
 }
 
+fn type_description(a: &AttrDef) -> String {
+    let mut names = vec![a.name];
+    names.extend(a.aliases.iter().copied());
+    let names = match names.as_slice() {
+        [one] => format!("'{one}'"),
+        many => format!("( {} )", many.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(" ")),
+    };
+    let mut s = format!("( {} NAME {} {} SYNTAX {}", a.oid, names, matching_rules(a.matching), a.syntax);
+    if a.single_value {
+        s.push_str(" SINGLE-VALUE");
+    }
+    if a.no_user_modification {
+        s.push_str(" NO-USER-MODIFICATION USAGE directoryOperation");
+    }
+    s.push_str(" )");
+    s
+}
+
 /// RFC 4512 attribute type descriptions, one per value of `attributeTypes`.
 pub fn attribute_type_descriptions() -> Vec<String> {
-    ATTRS
-        .iter()
-        .map(|a| {
-            let mut names = vec![a.name];
-            names.extend(a.aliases.iter().copied());
-            let names = match names.as_slice() {
-                [one] => format!("'{one}'"),
-                many => format!("( {} )", many.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(" ")),
-            };
-            let mut s = format!("( {} NAME {} {} SYNTAX {}", a.oid, names, matching_rules(a.matching), a.syntax);
-            if a.single_value {
-                s.push_str(" SINGLE-VALUE");
-            }
-            if a.no_user_modification {
-                s.push_str(" NO-USER-MODIFICATION USAGE directoryOperation");
-            }
-            s.push_str(" )");
-            s
-        })
-        .collect()
+    ATTRS.iter().map(type_description).collect()
 }
 
 pub fn object_class_descriptions() -> Vec<String> {
@@ -408,6 +533,62 @@ mod tests {
         }
         let oids: std::collections::HashSet<_> = ATTRS.iter().map(|a| a.oid).collect();
         assert_eq!(oids.len(), ATTRS.len(), "duplicate OID");
+    }
+
+    fn cattr(name: &str, syntax: crate::config::AttributeSyntax, multi: bool) -> crate::config::CustomAttribute {
+        crate::config::CustomAttribute {
+            name: name.into(),
+            field: name.to_lowercase(),
+            scim_name: None,
+            syntax,
+            multi,
+            separator: ",".into(),
+            writable: true,
+            indexed: true,
+        }
+    }
+
+    #[test]
+    fn custom_attributes_get_stable_oids_and_resolve_per_server() {
+        use crate::config::AttributeSyntax as S;
+        // The OID depends on the name only (not its case): stable across restarts and configs.
+        assert_eq!(stable_oid("attributeType", "costCenter"), stable_oid("attributeType", "COSTCENTER"));
+        assert_ne!(stable_oid("attributeType", "costCenter"), stable_oid("attributeType", "costCentre"));
+        assert_ne!(stable_oid("attributeType", "x"), stable_oid("objectClass", "x"));
+        let oid = stable_oid("attributeType", "costCenter");
+        assert!(oid.starts_with("2.25.") && oid[5..].parse::<u128>().is_ok(), "{oid}");
+        assert_eq!(oid, "2.25.".to_string() + &oid[5..], "a UUID's decimal value");
+
+        let a = register_custom(&[cattr("costCenter", S::String, false), cattr("hired", S::Date, false)]).unwrap();
+        let again = register_custom(&[cattr("costCenter", S::String, false)]).unwrap();
+        assert_eq!(a[0], again[0], "registered once per distinct definition");
+        let other = register_custom(&[cattr("costCenter", S::Integer, false)]).unwrap();
+        assert_ne!(a[0], other[0], "another server's definition is another id");
+        assert_eq!(lookup_in("COSTCENTER", &a), Some(a[0]));
+        assert_eq!(lookup_in("costCenter", &other), Some(other[0]));
+        assert_eq!(lookup_in(&oid, &a), Some(a[0]));
+        assert_eq!(lookup("costCenter"), None, "unknown without the server's set");
+        assert_eq!(def(a[1]).matching, Matching::GeneralizedTime);
+        assert!(def(a[0]).single_value);
+        assert_eq!(custom(a[1]).unwrap().field, "hired");
+        assert!(custom(id("uid")).is_none());
+        let err = register_custom(&[cattr("mail", S::String, false)]).unwrap_err();
+        assert!(err.contains("standard LDAP attribute"), "{err}");
+
+        let types = custom_type_descriptions(&a);
+        assert_eq!(
+            types[0],
+            format!(
+                "( {oid} NAME 'costCenter' EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch ORDERING \
+                 caseIgnoreOrderingMatch SYNTAX {DIRECTORY_STRING} SINGLE-VALUE )"
+            )
+        );
+        assert!(types[1].contains("EQUALITY generalizedTimeMatch ORDERING generalizedTimeOrderingMatch"));
+        let class = custom_class_description(&a);
+        assert!(
+            class.contains("NAME 'idgateUser'") && class.contains("AUXILIARY MAY ( costCenter $ hired )"),
+            "{class}"
+        );
     }
 
     #[test]

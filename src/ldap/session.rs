@@ -48,9 +48,10 @@ pub struct LdapContext {
 impl LdapContext {
     pub fn new(cfg: LdapConfig, dir: Arc<Directory>) -> Result<LdapContext, String> {
         let (kind, instance) = dir.scope().split_once('\u{0}').unwrap_or((dir.scope(), ""));
-        let settings = DitSettings::new(&cfg, kind, instance)?;
+        let settings =
+            DitSettings::new(&cfg, kind, instance)?.with_directory(dir.member_of(), dir.custom_attributes().all())?;
         let root_dse = root_dse(&settings, &cfg);
-        let schema_entry = schema_entry();
+        let schema_entry = schema_entry(&settings.custom);
         Ok(LdapContext {
             schema_dn: Dn::parse("cn=schema").map(|d| d.normalized()).unwrap_or_default(),
             dits: DitCache::new(settings),
@@ -92,7 +93,9 @@ fn root_dse(s: &DitSettings, cfg: &LdapConfig) -> Entry {
     e
 }
 
-fn schema_entry() -> Entry {
+/// The subschema entry: the standard table, plus this server's custom attributes and the
+/// auxiliary class user entries carry them with.
+fn schema_entry(custom: &[schema::AttrId]) -> Entry {
     let dn = Dn::parse("cn=schema").unwrap_or_default();
     let mut e = Entry::new(&dn, EntryKind::Container);
     e.set("objectClass", vec!["top".into(), "subentry".into(), "subschema".into()]);
@@ -101,8 +104,14 @@ fn schema_entry() -> Entry {
     e.set1("structuralObjectClass", "subentry");
     e.set("ldapSyntaxes", schema::syntax_descriptions());
     e.set("matchingRules", schema::matching_rule_descriptions());
-    e.set("attributeTypes", schema::attribute_type_descriptions());
-    e.set("objectClasses", schema::object_class_descriptions());
+    let mut types = schema::attribute_type_descriptions();
+    types.extend(schema::custom_type_descriptions(custom));
+    e.set("attributeTypes", types);
+    let mut classes = schema::object_class_descriptions();
+    if !custom.is_empty() {
+        classes.push(schema::custom_class_description(custom));
+    }
+    e.set("objectClasses", classes);
     e.set1("entryDN", "cn=schema");
     e.set1("subschemaSubentry", "cn=schema");
     e

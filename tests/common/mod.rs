@@ -6,6 +6,7 @@
 pub mod process;
 pub mod replays;
 pub mod scim;
+pub mod tools;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -71,8 +72,13 @@ pub struct DirFixture {
     pub user_password: String,
     pub user_dn: String,
     pub user_mail: String,
-    /// Names (cn) of every group the user is a member of.
+    /// Names (cn) of every group the user is a direct member of.
     pub user_groups: Vec<String>,
+    /// Names of the groups the user is in only through nested groups (memberOf lists them too).
+    pub user_nested_groups: Vec<String>,
+    /// The primary group idgate publishes with every user in memberUid (`ldap.primary_group`),
+    /// when no backend group has its name.
+    pub primary_group: Option<String>,
     /// A group of the user, used as an application's login group (Nextcloud).
     pub login_group: String,
     /// A group of the user, used as an application's admin group (Gitea, Jenkins).
@@ -98,6 +104,14 @@ impl DirFixture {
     }
     pub fn user_group_set(&self) -> BTreeSet<String> {
         self.user_groups.iter().map(|g| g.to_lowercase()).collect()
+    }
+    /// What the user's memberOf lists: its groups, and the groups they are nested in.
+    pub fn member_of_set(&self) -> BTreeSet<String> {
+        self.user_groups.iter().chain(&self.user_nested_groups).map(|g| g.to_lowercase()).collect()
+    }
+    /// The groups whose memberUid lists the user: its own, and the primary group.
+    pub fn posix_group_set(&self) -> BTreeSet<String> {
+        self.user_groups.iter().chain(&self.primary_group).map(|g| g.to_lowercase()).collect()
     }
 }
 
@@ -141,6 +155,8 @@ impl Demo {
             user_dn: "uid=alice,ou=people,dc=example,dc=com".into(),
             user_mail: "alice@example.com".into(),
             user_groups: ["developers", "admins", "staff", "nextcloud_users"].map(String::from).to_vec(),
+            user_nested_groups: vec!["engineering".into()],
+            primary_group: Some("users".into()),
             login_group: "nextcloud_users".into(),
             admin_group: "admins".into(),
             outsider_login: "dave".into(),

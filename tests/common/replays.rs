@@ -158,7 +158,7 @@ pub async fn replay_nextcloud(url: &str, fx: &DirFixture) {
     let entries = search_ok(&mut agent, &e.dn, Scope::Base, "objectClass=*", &["memberof"]).await;
     let entry = only_entry(entries, "memberof read");
     let got: BTreeSet<String> = attr(&entry, "memberOf").iter().map(|d| rdn_value(d).to_lowercase()).collect();
-    assert_eq!(got, fx.user_group_set(), "memberOf lists the user's groups");
+    assert_eq!(got, fx.member_of_set(), "memberOf lists the user's groups");
 
     // Background sync: page through the user filter (page size 500).
     let p = paged_search(&mut agent, 500, false, &fx.users_base, Scope::Subtree, &user_filter, &user_attrs).await;
@@ -264,7 +264,7 @@ pub async fn replay_grafana(url: &str, fx: &DirFixture) {
     assert_eq!(norm_dn(&e.dn), norm_dn(&fx.user_dn));
     assert_eq!(first(&e, "mail"), fx.user_mail);
     let member_of: BTreeSet<String> = attr(&e, "memberOf").iter().map(|d| rdn_value(d).to_lowercase()).collect();
-    assert_eq!(member_of, fx.user_group_set());
+    assert_eq!(member_of, fx.member_of_set());
 
     // POSIX group search requesting the literal attribute `dn`.
     let groups = search_ok(
@@ -275,7 +275,7 @@ pub async fn replay_grafana(url: &str, fx: &DirFixture) {
         &["dn"],
     )
     .await;
-    assert_eq!(cns(&groups), fx.user_group_set());
+    assert_eq!(cns(&groups), fx.posix_group_set());
     for g in &groups {
         assert!(g.attrs.is_empty() && g.bin_attrs.is_empty(), "`dn` selects no attribute: {:?}", g.attrs);
     }
@@ -336,8 +336,9 @@ pub async fn replay_jenkins(url: &str, fx: &DirFixture) {
     // Default group strategy (as sent on the wire; JNDI drops the spaces of the configured filter).
     let filter = format!("(|(member={0})(uniqueMember={0})(memberUid={1}))", e.dn, fx.user_login);
     let groups = search_ok(&mut mgr, &fx.groups_base, Scope::Subtree, &filter, &["cn"]).await;
+    // memberUid also finds the primary group.
     let names: BTreeSet<String> = groups.iter().map(|g| first(g, "cn").to_lowercase()).collect();
-    assert_eq!(names, fx.user_group_set());
+    assert_eq!(names, fx.posix_group_set());
 
     // Group lookup by name, then its members by a base read.
     let lookup = format!(
@@ -481,7 +482,7 @@ pub async fn replay_sssd(url: &str, fx: &DirFixture) {
     // initgroups, rfc2307
     let f = format!("(&(memberuid={})(objectClass=posixGroup)(cn=*)(&(gidNumber=*)(!(gidNumber=0))))", fx.user_login);
     let p = paged_search(&mut conn, 1000, false, &fx.groups_base, Scope::Subtree, &f, &gr_attrs).await;
-    assert_eq!(cns(&p.entries), fx.user_group_set(), "initgroups rfc2307");
+    assert_eq!(cns(&p.entries), fx.posix_group_set(), "initgroups rfc2307");
     // initgroups, rfc2307bis: the user entry, then groups by member DN
     let p = paged_search(&mut conn, 1000, false, &fx.users_base, Scope::Subtree, &getpwnam(&fx.user_login), &pw_attrs)
         .await;
@@ -498,7 +499,10 @@ pub async fn replay_sssd(url: &str, fx: &DirFixture) {
     )
     .await;
     assert_eq!(cns(&p.entries), fx.user_group_set(), "initgroups rfc2307bis");
-    assert_eq!(dn_set(&p.entries.iter().map(|e| e.dn.clone()).collect::<Vec<_>>()), dn_set(&attr(&ue, "memberOf")));
+    // memberOf also lists the groups these are nested in, which SSSD resolves by itself.
+    let direct = dn_set(&p.entries.iter().map(|e| e.dn.clone()).collect::<Vec<_>>());
+    assert!(dn_set(&attr(&ue, "memberOf")).is_superset(&direct));
+    assert_eq!(attr(&ue, "memberOf").len(), fx.member_of_set().len());
 
     // auth: a new connection, user bind with the ppolicy control; a disabled user fails.
     let mut auth = connect(url).await;
@@ -749,7 +753,7 @@ pub async fn replay_foreman(url: &str, fx: &DirFixture) {
     )
     .await;
     let names: BTreeSet<String> = groups.iter().flat_map(|g| raw_attr(g, "cn")).map(|c| c.to_lowercase()).collect();
-    assert_eq!(names, fx.user_group_set());
+    assert_eq!(names, fx.posix_group_set());
 
     // Every user, paged with 126.
     let (_, all) = netldap_op(url, sdn, spw, Some((&fx.base_dn, sub.clone(), "(uid=*)", &[], paged))).await;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use ldap3_proto::proto::{LdapAddRequest, LdapModifyType, LdapResult, LdapResultCode as Code};
 
-use super::write_common::{Located, UserAttr, UserEdit, W, e, ok, user_attr, values};
+use super::write_common::{Located, Member, UserAttr, UserEdit, W, e, ok, user_attr, values};
 use crate::directory::{Action, GroupSpec, UserSpec};
 use crate::ldap::attrs::{GROUP_CLASSES, USER_CLASSES};
 use crate::ldap::dn::Dn;
@@ -17,7 +17,10 @@ impl Session {
         let dn = Dn::parse(&req.dn).map_err(|x| e(Code::InvalidDNSyntax, x.to_string()))?;
         let mut attrs: Vec<(AttrId, Vec<String>)> = Vec::new();
         for a in &req.attributes {
-            let id = schema::lookup(&a.atype)
+            let id = self
+                .ctx
+                .settings()
+                .attr(&a.atype)
                 .ok_or_else(|| e(Code::UndefinedAttributeType, format!("unknown attribute {}", a.atype)))?;
             attrs.push((id, values(&a.atype, &a.vals)?));
         }
@@ -34,7 +37,11 @@ impl Session {
                 if !classes.iter().any(|c| person.clone().any(|k| k.eq_ignore_ascii_case(c))) {
                     return Err(e(Code::ObjectClassViolation, "a user needs objectClass inetOrgPerson (or person)"));
                 }
-                if let Some(bad) = classes.iter().find(|c| !USER_CLASSES.iter().any(|k| k.eq_ignore_ascii_case(c))) {
+                let known = |c: &String| {
+                    USER_CLASSES.iter().any(|k| k.eq_ignore_ascii_case(c))
+                        || c.eq_ignore_ascii_case(schema::CUSTOM_CLASS)
+                };
+                if let Some(bad) = classes.iter().find(|c| !known(c)) {
                     return Err(e(Code::ObjectClassViolation, format!("objectClass {bad} is not supported for users")));
                 }
                 for must in ["cn", "sn"] {
@@ -53,6 +60,8 @@ impl Session {
                     old_password: None,
                 };
                 let mut full_names = Vec::new();
+                let snap = self.ctx.dir.snapshot()?;
+                let settings = self.ctx.settings();
                 for (id, vals) in &attrs {
                     match user_attr(*id) {
                         // uid is the RDN; the object classes were checked above; POSIX attributes
@@ -62,7 +71,7 @@ impl Session {
                             if ["uidNumber", "gidNumber", "homeDirectory", "loginShell", "gecos"]
                                 .contains(&schema::def(*id).name) => {}
                         UserAttr::FullName => full_names.extend(vals.iter().cloned()),
-                        _ => edit.apply(&LdapModifyType::Replace, *id, vals.clone())?,
+                        _ => edit.apply_in(&snap, settings, &LdapModifyType::Replace, *id, vals.clone())?,
                     }
                 }
                 if edit.user.first_name.is_empty()
@@ -88,7 +97,8 @@ impl Session {
                     active: u.active,
                     admin: false,
                     password: edit.password,
-                    ..Default::default()
+                    manager: u.manager,
+                    custom: u.custom,
                 };
                 self.ctx.dir.create_user(&self.caller(), UserSpec { new, ..Default::default() }).await?;
                 Ok(ok())
@@ -111,6 +121,7 @@ impl Session {
                     ));
                 }
                 let mut members = BTreeSet::new();
+                let mut member_groups = BTreeSet::new();
                 let mut description = None;
                 for (id, vals) in &attrs {
                     let an = schema::def(*id).name;
@@ -124,9 +135,11 @@ impl Session {
                         "description" => description = vals.first().cloned(),
                         "member" | "uniqueMember" | "memberUid" => {
                             for v in vals {
-                                if let Some(uid) = self.member_id(an, v)? {
-                                    members.insert(uid);
-                                }
+                                match self.member_id(an, v)? {
+                                    Some(Member::User(u)) => members.insert(u),
+                                    Some(Member::Group(g)) => member_groups.insert(g),
+                                    None => false,
+                                };
                             }
                         }
                         _ if schema::def(*id).operational => {
@@ -140,7 +153,12 @@ impl Session {
                         }
                     }
                 }
-                let new = NewGroup { name, description, members: members.into_iter().collect(), ..Default::default() };
+                let new = NewGroup {
+                    name,
+                    description,
+                    members: members.into_iter().collect(),
+                    member_groups: member_groups.into_iter().collect(),
+                };
                 self.ctx.dir.create_group(&self.caller(), GroupSpec { new, ..Default::default() }).await?;
                 Ok(ok())
             }

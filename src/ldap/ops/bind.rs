@@ -102,13 +102,15 @@ impl Session {
             }
             return BindTarget::Nobody;
         }
-        if let Some((login, domain)) = name.rsplit_once('@') {
-            return match &self.ctx.cfg.bind_domain {
-                Some(d) if d.eq_ignore_ascii_case(domain) => BindTarget::User(login.to_string()),
-                _ => BindTarget::Nobody,
-            };
+        // `<login>@<bind_domain>` binds as the login; any other name with an `@` is a user name an
+        // identity provider gave (SCIM userName such as jane.doe@example.com), which the core
+        // resolves to its user. Hidden accounts stay unbindable either way.
+        match (name.rsplit_once('@'), &self.ctx.cfg.bind_domain) {
+            (Some((login, domain)), Some(d)) if d.eq_ignore_ascii_case(domain) && !login.is_empty() => {
+                BindTarget::User(login.to_string())
+            }
+            _ => BindTarget::User(name.to_string()),
         }
-        BindTarget::User(name.to_string())
     }
 }
 

@@ -14,7 +14,7 @@ impl Session {
         if !self.may_read_tree() {
             return Err(LdapError::new(Code::InsufficentAccessRights, "bind first"));
         }
-        let Some(id) = schema::lookup(&c.atype) else {
+        let Some(id) = self.ctx.settings().attr(&c.atype) else {
             return Err(LdapError::new(Code::UndefinedAttributeType, format!("unknown attribute {}", c.atype)));
         };
         if schema::def(id).name == "userPassword" {
@@ -34,7 +34,7 @@ impl Session {
         if entry.get(id).is_none() {
             return Err(LdapError::new(Code::NoSuchAttribute, format!("{} has no {}", c.dn, schema::def(id).name)));
         }
-        Ok(match Filter::equality(id, value).eval(&entry) {
+        Ok(match Filter::equality(id, value).eval_in_tree(&dit, &entry, &crate::costly::Budget::unlimited()) {
             Tri::True => res(Code::CompareTrue, ""),
             _ => res(Code::CompareFalse, ""),
         })

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use ldap3_proto::proto::{LdapModify, LdapModifyRequest, LdapModifyType, LdapResult, LdapResultCode as Code};
 
-use super::write_common::{Located, UserEdit, W, e, ok, values};
+use super::write_common::{Located, Member, UserEdit, W, e, ok, values};
 use crate::directory::{Action, GroupEdit, UserEdit as CoreUserEdit};
 use crate::ldap::attrs::GROUP_CLASSES;
 use crate::ldap::dn::Dn;
@@ -38,7 +38,10 @@ impl Session {
         let mut changes: Vec<(&LdapModify, AttrId, Vec<String>)> = Vec::new();
         for m in &req.changes {
             let a = &m.modification;
-            let id = schema::lookup(&a.atype)
+            let id = self
+                .ctx
+                .settings()
+                .attr(&a.atype)
                 .ok_or_else(|| e(Code::UndefinedAttributeType, format!("unknown attribute {}", a.atype)))?;
             changes.push((m, id, values(&a.atype, &a.vals)?));
         }
@@ -58,11 +61,12 @@ impl Session {
         changes: &[(&LdapModify, AttrId, Vec<String>)],
     ) -> W<LdapResult> {
         // LDAP's value semantics are applied to the user as it is under the core's lock for it.
+        let settings = self.ctx.settings();
         let decide = |snap: &crate::directory::Snapshot, idx: usize| -> W<CoreUserEdit> {
             let current = snap.user(idx);
             let mut edit = UserEdit { user: (**current).clone(), password: None, old_password: None };
             for (m, attr, vals) in changes {
-                edit.apply(&m.operation, *attr, vals.clone())?;
+                edit.apply_in(snap, settings, &m.operation, *attr, vals.clone())?;
             }
             Ok(CoreUserEdit {
                 changes: diff(current, &edit.user),
@@ -79,14 +83,14 @@ impl Session {
         self.authorize(Action::WriteGroups)?;
         // Member values are resolved first; the LDAP semantics then run against the group as it is
         // under the core's lock for it.
-        let mut resolved: Vec<Vec<String>> = Vec::with_capacity(changes.len());
+        let mut resolved: Vec<Vec<Member>> = Vec::with_capacity(changes.len());
         for (_, attr, vals) in changes {
             let an = schema::def(*attr).name;
             let mut ids = Vec::new();
             if matches!(an, "member" | "uniqueMember" | "memberUid") {
                 for v in vals {
-                    if let Some(uid) = self.member_id(an, v)? {
-                        ids.push(uid);
+                    if let Some(m) = self.member_id(an, v)? {
+                        ids.push(m);
                     }
                 }
             }
@@ -94,9 +98,16 @@ impl Session {
         }
         let decide = |snap: &crate::directory::Snapshot, gi: usize| -> W<GroupEdit> {
             let group = snap.group(gi);
-            let current: BTreeSet<String> = snap.member_ids(gi).into_iter().collect();
+            // Members as member and uniqueMember list them: users and member groups; memberUid
+            // lists users only, so its edits never touch member groups.
+            let current: BTreeSet<Member> = snap
+                .member_ids(gi)
+                .into_iter()
+                .map(Member::User)
+                .chain(snap.member_group_ids(gi).into_iter().map(Member::Group))
+                .collect();
             // Each membership attribute is edited on its own copy, with LDAP semantics; they must agree.
-            let mut edited: Vec<(&str, BTreeSet<String>)> = Vec::new();
+            let mut edited: Vec<(&str, BTreeSet<Member>)> = Vec::new();
             let mut description = group.description.clone();
             for ((m, attr, vals), ids) in changes.iter().zip(&resolved) {
                 let an = schema::def(*attr).name;
@@ -106,7 +117,12 @@ impl Session {
                         let pos = match edited.iter().position(|(n, _)| *n == an) {
                             Some(p) => p,
                             None => {
-                                edited.push((an, current.clone()));
+                                let start = if an == "memberUid" {
+                                    current.iter().filter(|m| matches!(m, Member::User(_))).cloned().collect()
+                                } else {
+                                    current.clone()
+                                };
+                                edited.push((an, start));
                                 edited.len() - 1
                             }
                         };
@@ -164,21 +180,35 @@ impl Session {
                     }
                 }
             }
-            let target = match edited.as_slice() {
-                [] => current.clone(),
+            let users = |set: &BTreeSet<Member>| -> BTreeSet<String> {
+                set.iter().filter_map(|m| if let Member::User(u) = m { Some(u.clone()) } else { None }).collect()
+            };
+            let groups = |set: &BTreeSet<Member>| -> BTreeSet<String> {
+                set.iter().filter_map(|m| if let Member::Group(g) = m { Some(g.clone()) } else { None }).collect()
+            };
+            let wanted_users = match edited.as_slice() {
+                [] => None,
                 [(_, first), rest @ ..] => {
-                    if rest.iter().any(|(_, s)| s != first) {
+                    if rest.iter().any(|(_, s)| users(s) != users(first)) {
                         return Err(e(
                             Code::ConstraintViolation,
                             "member, uniqueMember and memberUid must name the same users",
                         ));
                     }
-                    first.clone()
+                    Some(users(first))
                 }
             };
+            let mut group_sets = edited.iter().filter(|(n, _)| *n != "memberUid").map(|(_, s)| groups(s));
+            let wanted_groups = group_sets.next();
+            if let Some(first) = &wanted_groups
+                && group_sets.any(|g| g != *first)
+            {
+                return Err(e(Code::ConstraintViolation, "member and uniqueMember must name the same groups"));
+            }
             Ok(GroupEdit {
                 description: Some(description),
-                members: (!edited.is_empty()).then_some(target),
+                members: wanted_users,
+                member_groups: wanted_groups,
                 ..Default::default()
             })
         };

@@ -29,7 +29,7 @@ pub(in crate::ldap) struct Selection {
 }
 
 impl Selection {
-    fn parse(attrs: &[String]) -> Selection {
+    fn parse(attrs: &[String], custom: &[AttrId]) -> Selection {
         let mut s = Selection { all_user: attrs.is_empty(), all_operational: false, explicit: Vec::new() };
         for a in attrs {
             match a.trim() {
@@ -37,7 +37,7 @@ impl Selection {
                 "+" => s.all_operational = true,
                 // "1.1" means no attributes; "dn", "" and unknown names select nothing either.
                 other => {
-                    if let Some(id) = schema::lookup(other) {
+                    if let Some(id) = schema::lookup_in(other, custom) {
                         s.explicit.push(id);
                     }
                 }
@@ -151,7 +151,7 @@ fn stopped(why: Stop) -> LdapResult {
 impl Job {
     fn compile(&self) -> Result<Filter, LdapResult> {
         let limits = Limits { max_depth: self.ctx.cfg.max_filter_depth, max_terms: self.ctx.cfg.max_filter_terms };
-        Filter::compile(&self.req.filter, &limits).map_err(|e| match e {
+        Filter::compile_with(&self.req.filter, &limits, &self.ctx.settings().custom).map_err(|e| match e {
             FilterError::UnknownRule(_) => res(Code::InappropriateMatching, e.to_string()),
             e => res(Code::UnwillingToPerform, format!("{e} (limits: ldap.max_filter_depth, ldap.max_filter_terms)")),
         })
@@ -462,7 +462,7 @@ impl Session {
         let job = Job {
             msgid,
             ctx: self.ctx.clone(),
-            selection: Selection::parse(&req.attrs),
+            selection: Selection::parse(&req.attrs, &self.ctx.settings().custom),
             req,
             base,
             size_limit,
@@ -611,6 +611,7 @@ impl Reader<'_> {
             EntryKind::Container => self.scope.containers(),
             EntryKind::User(ui) => self.scope.user(snap, ui),
             EntryKind::Group(gi) => self.scope.group(snap, gi),
+            EntryKind::Primary(owner) => self.scope.made_up_group(|ui| owner.is_none_or(|o| o == ui)),
             EntryKind::Service => self.scope.services(),
         }
     }
@@ -630,7 +631,7 @@ fn scan(
             break;
         }
         let e = dit.entry(i);
-        if filter.eval_within(&e, budget) == Tri::True && !on_match(i, e) {
+        if filter.eval_in_tree(dit, &e, budget) == Tri::True && !on_match(i, e) {
             break;
         }
     }

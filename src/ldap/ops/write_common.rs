@@ -5,8 +5,10 @@
 
 use ldap3_proto::proto::{LdapModifyType, LdapResult, LdapResultCode as Code};
 
-use crate::directory::Action;
+use crate::config::CustomAttribute;
+use crate::directory::{Action, Snapshot};
 use crate::ldap::attrs::{self, USER_CLASSES, UserField};
+use crate::ldap::dit::DitSettings;
 use crate::ldap::dn::Dn;
 use crate::ldap::error::LdapError;
 use crate::ldap::schema::{self, AttrId};
@@ -29,6 +31,13 @@ pub(super) enum Located {
     Group { id: Option<String>, name: String },
 }
 
+/// What a member value names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Member {
+    User(String),
+    Group(String),
+}
+
 /// How a user attribute is written.
 pub(super) enum UserAttr {
     /// Stored in a field of the user (see `attrs::USER_FIELDS`).
@@ -39,6 +48,10 @@ pub(super) enum UserAttr {
     Locked,
     Uid,
     ObjectClass,
+    /// The DN of the user's manager.
+    Manager,
+    /// A custom attribute (`[[directory.attributes]]`).
+    Custom(&'static CustomAttribute),
     /// Assigned by idgate or operational.
     ReadOnly,
     /// Known to the schema but not stored for users.
@@ -50,7 +63,11 @@ pub(super) fn user_attr(id: AttrId) -> UserAttr {
     if let Some(f) = attrs::user_field(name) {
         return UserAttr::Field(f);
     }
+    if let Some(a) = schema::custom(id) {
+        return UserAttr::Custom(a);
+    }
     match name {
+        "manager" => UserAttr::Manager,
         "cn" | "displayName" => UserAttr::FullName,
         "userPassword" => UserAttr::Password,
         "pwdAccountLockedTime" => UserAttr::Locked,
@@ -77,7 +94,112 @@ pub(super) struct UserEdit {
     pub(super) old_password: Option<String>,
 }
 
+/// The backend id of the user a `manager` value names.
+pub(super) fn manager_id(snap: &Snapshot, s: &DitSettings, v: &str) -> W<String> {
+    let dn = Dn::parse(v).map_err(|_| e(Code::InvalidAttributeSyntax, format!("manager: {v:?} is not a DN")))?;
+    let login = match dn.rdn().map(|r| r.first()) {
+        Some(a) if a.attr == "uid" && dn.parent().normalized() == s.people.normalized() => a.value.clone(),
+        _ => return Err(e(Code::ConstraintViolation, format!("manager: {v} is not a user of this directory"))),
+    };
+    snap.user_by_login(&login)
+        .map(|u| u.id.clone())
+        .ok_or_else(|| e(Code::ConstraintViolation, format!("manager: no user {v}")))
+}
+
+/// LDAP's value semantics on a custom attribute's canonical values. Values arrive in LDAP form.
+fn edit_custom(a: &CustomAttribute, cur: &mut Vec<String>, op: &LdapModifyType, vals: &[String]) -> W<()> {
+    let name = &a.name;
+    let mut wanted = Vec::with_capacity(vals.len());
+    for v in vals {
+        let c = attrs::custom_from_ldap(a.syntax, v).ok_or_else(|| {
+            e(
+                Code::InvalidAttributeSyntax,
+                format!("{name}: {v:?} is not a valid {}", crate::directory::custom::syntax_name(a.syntax)),
+            )
+        })?;
+        wanted.push(c);
+    }
+    // Values compare as the attribute's equality rule does: strings without regard to case.
+    let same = |x: &str, y: &str| x.to_lowercase() == y.to_lowercase();
+    match op {
+        LdapModifyType::Replace => *cur = wanted,
+        LdapModifyType::Add => {
+            for w in wanted {
+                if cur.iter().any(|c| same(c, &w)) {
+                    return Err(e(Code::AttributeOrValueExists, format!("{name}: value {w:?} exists")));
+                }
+                cur.push(w);
+            }
+        }
+        LdapModifyType::Delete if wanted.is_empty() => {
+            if cur.is_empty() {
+                return Err(e(Code::NoSuchAttribute, format!("{name}: no value to delete")));
+            }
+            cur.clear();
+        }
+        LdapModifyType::Delete => {
+            for w in wanted {
+                let Some(i) = cur.iter().position(|c| same(c, &w)) else {
+                    return Err(e(Code::NoSuchAttribute, format!("{name}: no value {w:?}")));
+                };
+                cur.remove(i);
+            }
+        }
+        LdapModifyType::Increment => {
+            return Err(e(Code::ConstraintViolation, format!("{name} cannot be incremented")));
+        }
+    }
+    if !a.multi && cur.len() > 1 {
+        return Err(e(Code::ConstraintViolation, format!("{name} takes a single value")));
+    }
+    Ok(())
+}
+
 impl UserEdit {
+    /// Applies one modification, resolving `manager` DNs in `snap`.
+    pub(super) fn apply_in(
+        &mut self,
+        snap: &Snapshot,
+        s: &DitSettings,
+        op: &LdapModifyType,
+        id: AttrId,
+        vals: Vec<String>,
+    ) -> W<()> {
+        match user_attr(id) {
+            UserAttr::Manager => {
+                let wanted = vals.iter().map(|v| manager_id(snap, s, v)).collect::<W<Vec<String>>>()?;
+                let cur = self.user.manager.clone();
+                self.user.manager = match (op, wanted.as_slice()) {
+                    (LdapModifyType::Replace, []) => None,
+                    (LdapModifyType::Replace, [m]) => Some(m.clone()),
+                    (LdapModifyType::Add, [m]) if cur.is_none() => Some(m.clone()),
+                    (LdapModifyType::Add, [_]) => {
+                        return Err(e(Code::AttributeOrValueExists, "manager already has a value; use replace"));
+                    }
+                    (LdapModifyType::Delete, []) if cur.is_some() => None,
+                    (LdapModifyType::Delete, [m]) if cur.as_ref() == Some(m) => None,
+                    (LdapModifyType::Delete, _) => return Err(e(Code::NoSuchAttribute, "manager: no such value")),
+                    (LdapModifyType::Increment, _) => {
+                        return Err(e(Code::ConstraintViolation, "manager cannot be incremented"));
+                    }
+                    _ => return Err(e(Code::ConstraintViolation, "manager takes a single value")),
+                };
+                Ok(())
+            }
+            UserAttr::Custom(a) if s.custom.contains(&id) => {
+                let mut cur = self.user.custom.get(&a.field).cloned().unwrap_or_default();
+                edit_custom(a, &mut cur, op, &vals)?;
+                if cur.is_empty() {
+                    self.user.custom.remove(&a.field);
+                } else {
+                    self.user.custom.insert(a.field.clone(), cur);
+                }
+                Ok(())
+            }
+            _ => self.apply(op, id, vals),
+        }
+    }
+
     pub(super) fn apply(&mut self, op: &LdapModifyType, id: AttrId, vals: Vec<String>) -> W<()> {
         let name = schema::def(id).name;
         match user_attr(id) {
@@ -162,7 +284,10 @@ impl UserEdit {
             }
             UserAttr::ObjectClass => {
                 let same = !matches!(op, LdapModifyType::Delete)
-                    && vals.iter().all(|v| USER_CLASSES.iter().any(|c| c.eq_ignore_ascii_case(v)));
+                    && vals.iter().all(|v| {
+                        USER_CLASSES.iter().any(|c| c.eq_ignore_ascii_case(v))
+                            || v.eq_ignore_ascii_case(schema::CUSTOM_CLASS)
+                    });
                 if !same {
                     return Err(e(Code::ObjectClassModsProhibited, "the object classes of users are fixed"));
                 }
@@ -173,7 +298,7 @@ impl UserEdit {
                     format!("{name} is assigned by idgate and cannot be changed"),
                 ));
             }
-            UserAttr::Unmapped => {
+            UserAttr::Manager | UserAttr::Custom(_) | UserAttr::Unmapped => {
                 return Err(e(Code::UnwillingToPerform, format!("{name} is not stored for users by this directory")));
             }
         }
@@ -223,26 +348,32 @@ impl Session {
         Err(e(Code::NoSuchObject, format!("no entry {dn}")))
     }
 
-    /// A member value (DN or login) to a user id; `None` for DNs outside the tree, which are ignored
-    /// (Keycloak adds a placeholder member to every new group).
-    pub(super) fn member_id(&self, attr: &str, v: &str) -> W<Option<String>> {
+    /// A member value (DN, or login for memberUid) to a user or group id; `None` for DNs outside
+    /// the tree, which are ignored (Keycloak adds a placeholder member to every new group).
+    pub(super) fn member_id(&self, attr: &str, v: &str) -> W<Option<Member>> {
         let snap = self.ctx.dir.snapshot()?;
+        let s = self.ctx.settings();
         let login = if attr == "memberUid" {
             v.to_string()
         } else {
             let dn = Dn::parse(v).map_err(|_| e(Code::InvalidAttributeSyntax, format!("{attr}: {v:?} is not a DN")))?;
-            let s = self.ctx.settings();
-            let under_people = dn.parent().normalized() == s.people.normalized();
+            let parent = dn.parent().normalized();
             match dn.rdn().map(|r| r.first()) {
-                Some(a) if under_people && a.attr == "uid" => a.value.clone(),
+                Some(a) if parent == s.people.normalized() && a.attr == "uid" => a.value.clone(),
+                Some(a) if parent == s.groups.normalized() && a.attr == "cn" => {
+                    return match snap.group_by_name(&a.value) {
+                        Some(g) => Ok(Some(Member::Group(g.id.clone()))),
+                        None => Err(e(Code::ConstraintViolation, format!("{attr}: no group {v}"))),
+                    };
+                }
                 _ if dn.is_within(&s.base) => {
-                    return Err(e(Code::ConstraintViolation, format!("{attr}: {v} is not a user")));
+                    return Err(e(Code::ConstraintViolation, format!("{attr}: {v} is not a user or a group")));
                 }
                 _ => return Ok(None),
             }
         };
         match snap.user_by_login(&login) {
-            Some(u) => Ok(Some(u.id.clone())),
+            Some(u) => Ok(Some(Member::User(u.id.clone()))),
             None => Err(e(Code::ConstraintViolation, format!("{attr}: no user {v}"))),
         }
     }
