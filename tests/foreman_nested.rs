@@ -56,7 +56,6 @@ fn groups(names: &[&str]) -> BTreeSet<String> {
 }
 
 #[tokio::test]
-#[ignore = "needs the LDAP/SCIM nesting projection"]
 async fn ldap_groups_list_child_groups_and_member_of_is_transitive() {
     let (_sim, _n, r) = nested().await;
     let url = format!("ldap://{}", r.ldap_addr);
@@ -94,7 +93,6 @@ async fn ldap_groups_list_child_groups_and_member_of_is_transitive() {
 }
 
 #[tokio::test]
-#[ignore = "needs the LDAP/SCIM nesting projection"]
 async fn ldap_in_chain_filter_finds_users_at_any_depth() {
     let (_sim, _n, r) = nested().await;
     let url = format!("ldap://{}", r.ldap_addr);
@@ -130,7 +128,6 @@ fn typed_members(group: &Value) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test]
-#[ignore = "needs the LDAP/SCIM nesting projection"]
 async fn scim_groups_carry_child_groups_as_members() {
     let (_sim, n, r) = nested().await;
     let scim = Scim::new(r.http_addr);
@@ -146,7 +143,6 @@ async fn scim_groups_carry_child_groups_as_members() {
 }
 
 #[tokio::test]
-#[ignore = "needs the LDAP/SCIM nesting projection"]
 async fn scim_nesting_writes_reach_foreman_and_cycles_are_refused_before_it() {
     let (sim, n, r) = nested().await;
     let scim = Scim::new(r.http_addr);

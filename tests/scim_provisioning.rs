@@ -403,11 +403,13 @@ async fn identity_provider_names_against_dolibarr() {
     let r = s.patch(&format!("/Users/{id}"), json!([{"op": "Replace", "path": "active", "value": "False"}])).await;
     assert_eq!((r.status, &r.body["active"]), (200, &json!(false)), "{r}");
 
-    // What this Dolibarr cannot store: not in /Schemas, refused with a clear message.
+    // Dolibarr stores managers (fk_user): advertised, written in Entra's bare-string form, read back.
     let schemas = s.get("/Schemas").await.body.to_string();
-    assert!(!schemas.contains("\"manager\"") && !schemas.contains(CUSTOM_URN), "only what Dolibarr stores");
-    let r = s.patch(&format!("/Users/{id}"), json!([{"op": "Add", "path": manager_path(), "value": "1"}])).await;
-    assert_refused(&r, 400, "invalidValue", &["manager", "cannot be stored"], "manager on Dolibarr");
+    assert!(schemas.contains("\"manager\""), "Dolibarr has managers");
+    let other = sim.user_id("jane.doe").expect("jane.doe").to_string();
+    let r = s.patch(&format!("/Users/{id}"), json!([{"op": "Add", "path": manager_path(), "value": other}])).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body[ENTERPRISE_URN]["manager"]["value"].as_str(), Some(other.as_str()), "{r}");
     let group = s.post("/Groups", json!({"displayName": "prov-parent"})).await;
     assert_eq!(group.status, 201, "{group}");
     let child = s.post("/Groups", json!({"displayName": "prov-child"})).await;
