@@ -168,7 +168,7 @@ async fn acceptance_queries_over_ldap() {
     demo.running.shutdown().await;
 }
 
-/// The acceptance script's own command lines (`/work/shared/checks/provisioning`'s LDAP checks).
+/// The acceptance script's own command lines (the provisioning acceptance checks over LDAP).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_queries_with_openldap_tools() {
     let demo = start_demo_full().await;
@@ -215,7 +215,7 @@ async fn acceptance_queries_with_openldap_tools() {
 // ---- Clients' nested-group queries ------------------------------------------------------------
 
 /// SSSD (ldap_schema = rfc2307bis and rfc2307), Nextcloud user_ldap and Keycloak's group mapper, as
-/// `/work/shared/reference/ldap-clients.md` records them.
+/// the clients' documented query sequences.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sssd_nextcloud_and_keycloak_nested_queries() {
     let demo = start_demo_full().await;
