@@ -22,7 +22,7 @@ pub fn user_def() -> ResourceDef {
 }
 
 pub fn group_def() -> ResourceDef {
-    ResourceDef::group()
+    ResourceDef::group(&Capabilities::ALL)
 }
 
 /// A user as GET /Users/{id} shows it, with every kind of attribute: simple, complex,
