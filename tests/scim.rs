@@ -127,38 +127,13 @@ async fn demo() -> common::Demo {
 }
 
 fn dolibarr_config(sim: &DolibarrSim, state: &std::path::Path) -> Config {
-    let text = format!(
-        r#"
-        [ldap]
-        listen = "127.0.0.1:0"
-        [[ldap.service_accounts]]
-        name = "reader"
-        password = "svc-pw"
-        access = "read"
-        [http]
-        listen = "127.0.0.1:0"
-        [scim]
-        state_path = "{}"
-        [[scim.tokens]]
-        name = "test"
-        token = "{TOKEN}"
-        scope = "write"
-        [[scim.tokens]]
-        name = "ro"
-        token = "read-only-token"
-        scope = "read"
-        [backend]
-        kind = "dolibarr"
-        url = "{}"
-        api_key = "{}"
-        timeout = "5s"
-        retries = 0
-        "#,
-        state.display(),
-        sim.url(),
-        sim.admin_key()
-    );
-    Config::parse(&text).expect("config")
+    let mut cfg = common::scim::dolibarr_gateway_config(&sim.url(), &sim.admin_key(), state);
+    cfg.scim.tokens.push(idgate::config::ScimToken {
+        name: "ro".into(),
+        token: idgate::config::Secret::new("read-only-token"),
+        scope: idgate::config::ScimScope::Read,
+    });
+    cfg
 }
 
 async fn dolibarr(version: Version) -> (DolibarrSim, Running) {
