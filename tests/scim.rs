@@ -127,7 +127,7 @@ async fn demo() -> common::Demo {
 }
 
 fn dolibarr_config(sim: &DolibarrSim, state: &std::path::Path) -> Config {
-    let mut cfg = common::scim::dolibarr_gateway_config(&sim.url(), &sim.admin_key(), state);
+    let mut cfg = common::scim::dolibarr_gateway_config(&sim.url(), sim.admin_key(), state);
     cfg.scim.tokens.push(idgate::config::ScimToken {
         name: "ro".into(),
         token: idgate::config::Secret::new("read-only-token"),
