@@ -64,25 +64,14 @@ impl CustomAttrs {
     }
 }
 
+pub use crate::model::canonical;
+
 pub fn syntax_name(s: AttributeSyntax) -> &'static str {
     match s {
         AttributeSyntax::String => "string",
         AttributeSyntax::Integer => "integer",
         AttributeSyntax::Boolean => "boolean",
         AttributeSyntax::Date => "date",
-    }
-}
-
-/// The canonical form of a value, or `None` when it is not one of the syntax.
-pub fn canonical(syntax: AttributeSyntax, v: &str) -> Option<String> {
-    match syntax {
-        AttributeSyntax::String => (!v.is_empty()).then(|| v.to_string()),
-        AttributeSyntax::Integer | AttributeSyntax::Date => v.parse::<i64>().ok().map(|n| n.to_string()),
-        AttributeSyntax::Boolean => match v.to_ascii_lowercase().as_str() {
-            "true" | "1" => Some("true".into()),
-            "false" | "0" => Some("false".into()),
-            _ => None,
-        },
     }
 }
 

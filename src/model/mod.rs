@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::AttributeSyntax;
 use serde::{Deserialize, Serialize};
 
 /// Values of the backend's extra fields, by the backend's field name; an absent or empty field has
@@ -201,6 +202,20 @@ pub struct NewGroup {
 pub struct GroupChanges {
     pub name: Option<String>,
     pub description: Option<Option<String>>,
+}
+
+/// The canonical form of a custom field's value (how backends report it and the core compares
+/// it), or `None` when it is not one of the syntax.
+pub fn canonical(syntax: AttributeSyntax, v: &str) -> Option<String> {
+    match syntax {
+        AttributeSyntax::String => (!v.is_empty()).then(|| v.to_string()),
+        AttributeSyntax::Integer | AttributeSyntax::Date => v.parse::<i64>().ok().map(|n| n.to_string()),
+        AttributeSyntax::Boolean => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" => Some("true".into()),
+            "false" | "0" => Some("false".into()),
+            _ => None,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 
 use crate::backend::{Backend, BackendError, BackendResult, Capabilities, ProbeReport};
 use crate::config::{AttributeSyntax, CustomAttribute, ForemanConfig};
-use crate::directory::custom::canonical;
 use crate::model::Custom;
+use crate::model::canonical;
 use crate::model::{Group, GroupChanges, NewGroup, NewUser, User, UserChanges};
 
 use client::{Client, Reply, Retry, TOO_MANY_TRIES, map_error};
