@@ -455,6 +455,72 @@ async fn concurrent_nested_membership_and_custom_values() {
     demo.running.shutdown().await;
 }
 
+/// LDAP and SCIM clients nest and un-nest groups in one parent at the same time: nothing is lost,
+/// and LDAP, SCIM and the backend agree at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_ldap_and_scim_clients_nest_groups_concurrently() {
+    let demo = start_demo_with(|_| {}).await;
+    let b = demo.backend.clone();
+    let url = demo.url.clone();
+    let addr = demo.running.http_addr;
+    let s = Scim::new(addr);
+    let mut a = bind(&url, ADMIN_DN, ADMIN_PW).await;
+    const N: usize = 16;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let r = s.post("/Groups", json!({"displayName": format!("mix{i}")})).await;
+        assert_eq!(r.status, 201, "{r}");
+        ids.push(r.id());
+    }
+    let eng_id = common::scim::group_named(&s, "engineering").await["id"].as_str().expect("id").to_string();
+    let ids = Arc::new(ids);
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let (url, ids, eng_id) = (url.clone(), ids.clone(), eng_id.clone());
+        tasks.push(tokio::spawn(async move {
+            let remove = i % 4 == 0;
+            if i % 2 == 0 {
+                let mut l = bind(&url, ADMIN_DN, ADMIN_PW).await;
+                let (eng, child) = (group_dn("engineering"), group_dn(&format!("mix{i}")));
+                let rc = modify(&mut l, &eng, vec![add_val("member", &[&child])]).await;
+                assert_eq!(rc.rc, 0, "LDAP add mix{i}: {rc}");
+                if remove {
+                    let rc = modify(&mut l, &eng, vec![del_val("member", &[&child])]).await;
+                    assert_eq!(rc.rc, 0, "LDAP remove mix{i}: {rc}");
+                }
+                let _ = l.unbind().await;
+            } else {
+                let c = Scim::new(addr);
+                let add = json!([{"op": "add", "path": "members", "value": [{"value": ids[i], "type": "Group"}]}]);
+                let r = c.patch(&format!("/Groups/{eng_id}"), add).await;
+                assert_eq!(r.status, 200, "SCIM add mix{i}: {r}");
+                if i % 4 == 1 {
+                    let rm = json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", ids[i])}]);
+                    let r = c.patch(&format!("/Groups/{eng_id}"), rm).await;
+                    assert_eq!(r.status, 200, "SCIM remove mix{i}: {r}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let kept: Vec<usize> = (0..N).filter(|i| i % 4 != 0 && i % 4 != 1).collect();
+    let mut want: BTreeSet<String> = kept.iter().map(|i| format!("mix{i}")).collect();
+    want.insert("developers".into());
+    assert_eq!(backend_member_groups(&b, "engineering").await, want, "backend");
+    let mut want_dns: BTreeSet<String> = want.iter().map(|n| g(n)).collect();
+    want_dns.insert(u("dave"));
+    assert_eq!(dn_values(&mut a, &group_dn("engineering"), "member").await, want_dns, "LDAP");
+    let scim_members = common::scim::member_ids(&s.get(&format!("/Groups/{eng_id}")).await.body);
+    let mut want_ids: BTreeSet<String> = kept.iter().map(|i| ids[*i].clone()).collect();
+    want_ids.insert(common::scim::group_named(&s, "developers").await["id"].as_str().expect("id").to_string());
+    want_ids.insert(common::scim::user_named(&s, "dave").await["id"].as_str().expect("id").to_string());
+    assert_eq!(scim_members, want_ids, "SCIM");
+    let _ = a.unbind().await;
+    demo.running.shutdown().await;
+}
+
 // ---- Managers ---------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
